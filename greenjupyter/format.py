@@ -1,0 +1,100 @@
+"""Human-readable figures: energy and power with sensible units, measurements as text and HTML."""
+
+from __future__ import annotations
+
+import html
+
+from .measurement import Measurement
+
+
+def energy(joules: float) -> str:
+    """Return e.g. '850 mJ', '12.3 J', '4.56 Wh' or '1.23 kWh'."""
+    if joules != joules:
+        return "n/a"
+    if abs(joules) < 1:
+        return f"{joules * 1e3:.3g} mJ"
+    if abs(joules) < 360:  # below 0.1 Wh joules read better
+        return f"{joules:.3g} J"
+    wh = joules / 3600
+    if abs(wh) < 1000:
+        return f"{wh:.3g} Wh"
+    return f"{wh / 1000:.3g} kWh"
+
+
+def power(watts: float) -> str:
+    if watts != watts:
+        return "n/a"
+    if abs(watts) < 1:
+        return f"{watts * 1e3:.3g} mW"
+    if abs(watts) < 1000:
+        return f"{watts:.3g} W"
+    return f"{watts / 1000:.3g} kW"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes:.0f} min {secs:.0f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:.0f} h {minutes:.0f} min"
+
+
+def kind(m: Measurement) -> str:
+    if not m.components:
+        return "nothing measured"
+    if not m.estimated:
+        return "measured"
+    if len(m.estimated_components) == len(m.components):
+        return "estimated"
+    return f"partly estimated ({', '.join(m.estimated_components)})"
+
+
+def _energy_with_uncertainty(m: Measurement) -> str:
+    text = energy(m.energy_j)
+    if m.uncertainty_j and m.uncertainty_j >= 0.0005 * max(m.energy_j, 1e-12):
+        text += f" ± {energy(m.uncertainty_j)}"
+    return text
+
+
+def measurement_text(m: Measurement) -> str:
+    """Return a two-line summary: totals, then energy by component."""
+    head = (
+        f"{_energy_with_uncertainty(m)} in {duration(m.duration_s)} · avg {power(m.avg_power_w)}, "
+        f"peak {power(m.peak_power_w)} · {kind(m)}"
+    )
+    parts = ", ".join(f"{name} {energy(j)}" for name, j in m.components.items())
+    if m.failed_components:
+        parts += f" · failed: {', '.join(m.failed_components)}"
+    return f"{head}\n  {parts}" if parts else head
+
+
+def measurement_html(m: Measurement) -> str:
+    """Return a compact HTML block; every value is escaped."""
+    head, _, parts = measurement_text(m).partition("\n")
+    tag = "estimated" if m.estimated else "measured"
+    return (
+        f'<div class="greenjupyter-measurement" data-kind="{tag}" style="font-family:monospace;font-size:90%">'
+        f"⚡ {html.escape(head)}"
+        + (f'<br><span style="opacity:0.7">{html.escape(parts.strip())}</span>' if parts else "")
+        + "</div>"
+    )
+
+
+def sources_text(detection) -> str:
+    """Return a table of what is measured, estimated and missing, with fixes."""
+    rows = []
+    for source in detection.sources:
+        tag = "estimated" if source.estimated else "measured"
+        rows += [f"  {tag:<10}{line}" for line in source.describe()]
+    for missing in detection.unavailable:
+        rows.append(f"  {'missing':<10}{missing.kind}: {missing.reason}")
+        if missing.hint:
+            rows.append(f"  {'':<10}fix: {missing.hint}")
+    rows += [f"  {'note':<10}{note}" for note in detection.notes]
+    return "greenjupyter sources\n" + "\n".join(rows)

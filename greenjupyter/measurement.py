@@ -1,0 +1,75 @@
+"""The result of one measured window: `Measurement`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Mapping, Optional
+
+JOULES_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """Energy drawn during one window (a cell, a ``with measure():`` block).
+
+    All figures are SI with the unit in the name. ``energy_j`` is the sum of ``components``
+    (joules per component, e.g. ``"cpu:package-0"``, ``"dram:0"``, ``"gpu:0"``).
+    ``estimated`` is True when any component comes from a model rather than a counter;
+    ``estimated_components`` names them. ``uncertainty_j`` bounds the error of the measured
+    components (counter update period, sensor accuracy); modelled components carry model
+    error that no bound is claimed for. ``failed_components`` were lost during the window
+    and are missing from ``energy_j``. ``peak_power_w`` is the highest sampler interval
+    average inside the window (or the window's own average when that is higher).
+    The carbon fields stay None until a footprint has been worked out.
+    """
+
+    started_at: datetime
+    duration_s: float
+    energy_j: float
+    components: Mapping[str, float]
+    estimated: bool
+    avg_power_w: float
+    peak_power_w: float
+    uncertainty_j: float = 0.0
+    estimated_components: tuple[str, ...] = ()
+    failed_components: tuple[str, ...] = ()
+    co2e_g: Optional[float] = None
+    intensity_g_per_kwh: Optional[float] = None
+    region: Optional[str] = None
+    pue: Optional[float] = None
+
+    @property
+    def energy_kwh(self) -> float:
+        """Return the total energy in kilowatt-hours."""
+        return self.energy_j / JOULES_PER_KWH
+
+    def replace(self, **changes) -> "Measurement":
+        """Return a copy with some fields changed (e.g. the carbon fields)."""
+        return replace(self, **changes)
+
+    def __str__(self) -> str:
+        from .format import measurement_text
+
+        return measurement_text(self)
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        from .format import measurement_html
+
+        return measurement_html(self)
+
+
+@dataclass(frozen=True, slots=True)
+class CellRecord:
+    """One executed notebook cell and what it drew."""
+
+    measurement: Measurement
+    execution_count: Optional[int]
+    cell_id: Optional[str] = None
+    notebook: Optional[str] = None
+    success: bool = True
+    error: Optional[str] = None  # the exception's type name when the cell failed
+    source_preview: str = ""

@@ -1,0 +1,137 @@
+"""Measurement windows: read every source at a window's edges and turn the difference into a Measurement."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .measurement import Measurement
+from .sampler import Sampler
+from .sources.base import Source
+
+
+@dataclass(slots=True)
+class Window:
+    """The state at a window's start; windows are independent, so they nest freely."""
+
+    t0: float  # perf_counter
+    wall0: float  # time.time
+    values: list[float]
+    faults: tuple[int, ...]
+
+
+class Meter:
+    """Own the sources and the sampler; open and close measurement windows.
+
+    ``begin()``/``end()`` read the counters themselves, so a window's edges are exact and
+    never wait for a sampler tick. Sources may be added later (GPUs are found on the
+    sampler thread, because loading NVML is slow); a window only reports the components
+    that existed when it began.
+    """
+
+    def __init__(self, sources: list[Source] = (), sample_interval_s: float = 0.25, history_s: float = 3600.0):
+        self._lock = threading.Lock()
+        self.sources: list[Source] = []
+        self.components: tuple[str, ...] = ()
+        self._readers: list = []
+        self._faults: list[int] = []
+        self._ready = threading.Event()
+        self._ready.set()
+        self.sampler = Sampler(self.read, sample_interval_s, capacity=max(1, int(history_s / sample_interval_s)))
+        self.add_sources(sources)
+
+    def add_sources(self, sources: list[Source]) -> None:
+        with self._lock:
+            self.sources += sources
+            self.components = tuple(c for s in self.sources for c in s.components)
+            self._readers = [s.read for s in self.sources]
+            self._period = tuple(p for s in self.sources for p in s.update_period_s)
+            self._power_error = tuple(e for s in self.sources for e in s.power_error_w)
+            self._estimated = tuple(s.estimated for s in self.sources for _ in s.components)
+            self._faults += [0] * (len(self.components) - len(self._faults))
+
+    def start(self, late_setup=None) -> None:
+        """Start the sampler; ``late_setup()`` runs on its thread and returns sources to add.
+
+        Windows that begin before it finishes wait for it (up to 10 s), so no cell misses a GPU.
+        """
+        if late_setup is None:
+            self.sampler.start()
+            return
+        self._ready.clear()
+
+        def setup():
+            try:
+                self.add_sources(late_setup())
+            finally:
+                self._ready.set()
+
+        self.sampler.start(first=setup)
+
+    def close(self) -> None:
+        self.sampler.stop()
+        self._ready.wait(10)
+        with self._lock:
+            for source in self.sources:
+                source.close()
+            self.sources, self._readers = [], []
+
+    def read(self) -> tuple[float, list[float], tuple[str, ...]]:
+        """Return (perf_counter time, cumulative joules per component, component names)."""
+        with self._lock:
+            t = time.perf_counter()
+            values = []
+            for read in self._readers:
+                values += read()
+            for i, value in enumerate(values):
+                if value != value:  # NaN: that component failed just now
+                    self._faults[i] += 1
+            return t, values, self.components
+
+    def begin(self) -> Window:
+        if not self._ready.is_set():
+            self._ready.wait(10)
+        wall0 = time.time()
+        t0, values, _ = self.read()
+        return Window(t0, wall0, values, tuple(self._faults))
+
+    def end(self, window: Window) -> Measurement:
+        t1, values, components = self.read()
+        faults = self._faults
+        duration = t1 - window.t0
+        recent = self.sampler.last()
+        recent_w = recent.watts if recent is not None and recent.components == components else None
+        parts, estimated, failed = {}, [], []
+        energy = uncertainty = 0.0
+        for i in range(len(window.values)):
+            joules = values[i] - window.values[i]
+            if joules != joules or faults[i] != window.faults[i]:
+                failed.append(components[i])
+                continue
+            parts[components[i]] = joules
+            energy += joules
+            if self._estimated[i]:
+                estimated.append(components[i])
+                continue
+            # A counter read just after a tick and just before one misses up to one
+            # update period of energy at either edge; sensors add their stated error.
+            watts = joules / duration if duration > 0 else 0.0
+            if recent_w is not None and recent_w[i] > watts:
+                watts = recent_w[i]
+            uncertainty += watts * self._period[i] + self._power_error[i] * duration
+        average = energy / duration if duration > 0 else 0.0
+        peak = self.sampler.peak_w(window.t0, t1)
+        return Measurement(
+            started_at=datetime.fromtimestamp(window.wall0, timezone.utc),
+            duration_s=duration,
+            energy_j=energy,
+            components=parts,
+            estimated=bool(estimated),
+            avg_power_w=average,
+            peak_power_w=peak if peak > average else average,
+            uncertainty_j=uncertainty,
+            estimated_components=tuple(estimated),
+            failed_components=tuple(failed),
+        )

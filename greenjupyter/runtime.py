@@ -1,0 +1,95 @@
+"""The process-wide meter shared by the IPython extension and ``measure()``."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ContextDecorator
+
+from .measurement import Measurement
+from .meter import Meter
+from .settings import Settings, from_environment
+from .sources import Detection, detect_cpu_memory, detect_gpus
+
+_lock = threading.Lock()
+_meter: Meter | None = None
+
+
+def get_meter(settings: Settings | None = None) -> Meter:
+    """Return the shared Meter, creating it (and starting its sampler) on first use.
+
+    CPU and memory sources are found at once; GPUs on the sampler thread, because loading
+    NVML takes longer than ``%load_ext`` should.
+    """
+    global _meter
+    with _lock:
+        if _meter is None:
+            settings = settings or from_environment()
+            detection = detect_cpu_memory(settings.powercap_root)
+            meter = Meter(detection.sources, settings.sample_interval_s, settings.history_s)
+            meter.detection = detection
+            meter.settings = settings
+
+            def find_gpus():
+                gpus = detect_gpus()
+                detection.unavailable += gpus.unavailable
+                detection.notes += gpus.notes
+                detection.sources += gpus.sources
+                return gpus.sources
+
+            meter.start(late_setup=find_gpus)
+            _meter = meter
+        return _meter
+
+
+def shutdown() -> None:
+    """Stop the sampler and close every source; the next use starts afresh."""
+    global _meter
+    with _lock:
+        meter, _meter = _meter, None
+    if meter is not None:
+        meter.close()
+
+
+def sources() -> Detection:
+    """Return what is measured, what is estimated, and why other sources are missing."""
+    meter = get_meter()
+    meter.begin()  # waits for GPU detection to finish
+    return meter.detection
+
+
+class measure(ContextDecorator):
+    """Measure a block or each call of a function: ``with measure() as m: ...`` then ``m.energy_j``.
+
+    After the block the object stands for its Measurement (``m.result``; attribute access
+    passes through). As a decorator each call is measured and ``result`` holds the last one.
+    """
+
+    def __init__(self, meter: Meter | None = None):
+        self._meter = meter
+        self._windows = []  # a stack, so recursive decorated calls work
+        self.result: Measurement | None = None
+
+    def __enter__(self) -> "measure":
+        meter = self._meter or get_meter()
+        self._windows.append((meter, meter.begin()))
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        meter, window = self._windows.pop()
+        self.result = meter.end(window)
+        return False
+
+    def __getattr__(self, name):
+        result = self.__dict__.get("result")
+        if result is None:
+            raise AttributeError(f"{name!r}: the measurement is not finished yet (read it after the with block)")
+        return getattr(result, name)
+
+    def __repr__(self) -> str:
+        return f"measure(result={self.result!r})"
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(str(self.result) if self.result else "measure(running)")
+
+    def _repr_html_(self):
+        return self.result._repr_html_() if self.result else None

@@ -1,0 +1,107 @@
+"""Modelled energy for when no counter can be read: the kernel process's CPU and memory.
+
+CPU: the process's own CPU seconds (children included, from ``os.times``) times watts per
+busy logical CPU. On bare metal with a known model that is TDP / threads per package;
+under a hypervisor (where the VM's thread count says nothing of the chip's) or for an
+unknown model it is a per-vCPU figure from Cloud Carbon Footprint.
+Memory: resident set size times watts per GB (Green Algorithms).
+Both describe the kernel's own share, not the whole machine, and are labelled estimated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import cached_property
+from importlib import resources
+
+from .base import Source
+from .cpu_model import CpuInfo, lookup_tdp, read_cpu_info
+
+BYTES_PER_GB = 1e9
+
+
+def load_models() -> dict:
+    return json.loads(resources.files(__package__).joinpath("data/estimate_models.json").read_text())
+
+
+class EstimateSource(Source):
+    """Model CPU and/or memory energy of this process; see the module docstring."""
+
+    kind = "estimate"
+    estimated = True
+
+    def __init__(self, cpu: bool = True, memory: bool = True, cpu_info: CpuInfo | None = None):
+        self._models = load_models()
+        self._cpu_info = cpu_info
+        self._want_cpu, self._want_memory = cpu, memory
+        self.components = (("cpu:process",) if cpu else ()) + (("dram:process",) if memory else ())
+        self.update_period_s = (0.0,) * len(self.components)
+        self.power_error_w = (0.0,) * len(self.components)
+        self._statm = _open_statm()
+        self._page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._ram_w_per_byte = self._models["ram_w_per_gb"]["value"] / BYTES_PER_GB
+        self._ram_joules = 0.0
+        self._last_rss = None  # (perf_counter, bytes)
+
+    @cached_property
+    def cpu_watts(self) -> tuple[float, str]:
+        """Return (watts per busy logical CPU, how that figure was chosen).
+
+        Resolved on first use: the TDP table is a hundred KB and is not read at load.
+        """
+        info = self._cpu_info or read_cpu_info()
+        default = self._models["cpu_w_per_busy_vcpu"]["value"]
+        if info.virtual:
+            return default, f"{default} W per busy vCPU (virtual machine; Cloud Carbon Footprint average)"
+        match = lookup_tdp(info.model)
+        if match is None or not info.threads_per_package:
+            return default, f"{default} W per busy CPU ({info.model!r} not in the TDP table; Cloud Carbon Footprint average)"
+        name, tdp = match
+        watts = tdp / info.threads_per_package
+        return watts, f"{watts:.2f} W per busy thread (TDP {tdp:g} W of {name} / {info.threads_per_package} threads)"
+
+    def read(self) -> list[float]:
+        out = []
+        if self._want_cpu:
+            # process_time is high resolution; os.times adds reaped children (10 ms ticks).
+            children = os.times()
+            seconds = time.process_time() + children.children_user + children.children_system
+            out.append(seconds * self.cpu_watts[0])
+        if self._want_memory:
+            now, rss = time.perf_counter(), self._rss_bytes()
+            if self._last_rss is not None:
+                then, previous = self._last_rss
+                self._ram_joules += (now - then) * (previous + rss) / 2 * self._ram_w_per_byte
+            self._last_rss = (now, rss)
+            out.append(self._ram_joules)
+        return out
+
+    def _rss_bytes(self) -> int:
+        if self._statm is not None:
+            return int(os.pread(self._statm, 64, 0).split()[1]) * self._page_size
+        import psutil  # only where /proc is missing (macOS, Windows)
+
+        return psutil.Process().memory_info().rss
+
+    def describe(self) -> list[str]:
+        lines = []
+        if self._want_cpu:
+            lines.append(f"cpu:process: kernel CPU time x {self.cpu_watts[1]}")
+        if self._want_memory:
+            ram = self._models["ram_w_per_gb"]["value"]
+            lines.append(f"dram:process: kernel resident memory x {ram} W/GB, Green Algorithms")
+        return lines
+
+    def close(self) -> None:
+        if self._statm is not None:
+            os.close(self._statm)
+            self._statm = None
+
+
+def _open_statm():
+    try:
+        return os.open("/proc/self/statm", os.O_RDONLY)
+    except OSError:
+        return None
