@@ -98,3 +98,44 @@ def sources_text(detection) -> str:
             rows.append(f"  {'':<10}fix: {missing.hint}")
     rows += [f"  {'note':<10}{note}" for note in detection.notes]
     return "greenjupyter sources\n" + "\n".join(rows)
+
+
+class Text(str):
+    """A string that IPython shows as-is (no quotes) under a cell."""
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(self)
+
+
+def totals_text(totals) -> str:
+    if not totals.cells:
+        return "greenjupyter: no cells measured yet in this session"
+    lines = [
+        f"greenjupyter session: {totals.cells} cells in {duration(totals.duration_s)}, "
+        f"{energy(totals.energy_j)} (avg {power(totals.energy_j / totals.duration_s if totals.duration_s else 0)}, "
+        f"peak {power(totals.peak_power_w)})"
+    ]
+    for name, joules in sorted(totals.components.items(), key=lambda item: -item[1]):
+        tag = "estimated" if name in totals.estimated_components else "measured"
+        lines.append(f"  {name:<16}{energy(joules):>12}  {tag}")
+    if totals.failed_cells:
+        lines.append(f"  {totals.failed_cells} of the cells raised an error (measured all the same)")
+    if totals.failed_components:
+        lines.append(f"  failed during some cells (missing there): {', '.join(sorted(totals.failed_components))}")
+    return "\n".join(lines)
+
+
+def cells_text(records) -> str:
+    if not records:
+        return "greenjupyter: no cells measured yet in this session"
+    header = f"{'#':>5}  {'duration':>10}  {'energy':>10}  {'avg':>9}  {'peak':>9}  {'kind':<10} source"
+    lines = [header]
+    for r in records:
+        m = r.measurement
+        count = "" if r.execution_count is None else str(r.execution_count)
+        status = "" if r.success else f" [{r.error}]"
+        lines.append(
+            f"{count:>5}  {duration(m.duration_s):>10}  {energy(m.energy_j):>10}  {power(m.avg_power_w):>9}  "
+            f"{power(m.peak_power_w):>9}  {('estimated' if m.estimated else 'measured'):<10} {r.source_preview}{status}"
+        )
+    return "\n".join(lines)

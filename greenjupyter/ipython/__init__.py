@@ -1,0 +1,32 @@
+"""The IPython extension: the only part of greenjupyter that knows about IPython."""
+
+from __future__ import annotations
+
+from .. import runtime
+from ..notices import forget, notice
+from .extension import current_recorder, install, uninstall
+
+
+def load(shell) -> None:
+    """Measure every cell of ``shell`` from now on and register the ``%carbon`` magics."""
+    if current_recorder() is not None and current_recorder().shell is shell:
+        return  # loading twice must not count twice
+    try:
+        meter = runtime.get_meter()
+        install(shell, meter, meter.settings.cells_kept)
+        from .magics import CarbonMagics
+
+        shell.register_magics(CarbonMagics(shell))
+    except Exception as error:
+        uninstall()
+        runtime.shutdown()
+        notice("load", f"could not load ({error!r}); cells run unmeasured")
+
+
+def unload(shell) -> None:
+    """Remove every hook and magic, stop the sampler and close the sources."""
+    uninstall()
+    for kind in ("line", "cell"):
+        shell.magics_manager.magics[kind].pop("carbon", None)
+    runtime.shutdown()
+    forget()

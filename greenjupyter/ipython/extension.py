@@ -1,0 +1,136 @@
+"""Measure every cell: IPython's pre/post_run_cell hooks around a meter window."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..measurement import CellRecord, Measurement
+from ..meter import Meter
+from ..notices import notice
+
+_recorder: "CellRecorder | None" = None
+
+
+def current_recorder() -> "CellRecorder | None":
+    return _recorder
+
+
+@dataclass
+class Totals:
+    """Running sums over every measured cell of this session (records beyond ``cells_kept`` included)."""
+
+    cells: int = 0
+    failed_cells: int = 0
+    duration_s: float = 0.0
+    energy_j: float = 0.0
+    components: dict = field(default_factory=dict)
+    estimated_components: set = field(default_factory=set)
+    failed_components: set = field(default_factory=set)
+    peak_power_w: float = 0.0
+
+    def add(self, record: CellRecord) -> None:
+        m = record.measurement
+        self.cells += 1
+        self.failed_cells += not record.success
+        self.duration_s += m.duration_s
+        self.energy_j += m.energy_j
+        for name, joules in m.components.items():
+            self.components[name] = self.components.get(name, 0.0) + joules
+        if m.estimated:
+            self.estimated_components.update(m.estimated_components)
+        if m.failed_components:
+            self.failed_components.update(m.failed_components)
+        if m.peak_power_w > self.peak_power_w:
+            self.peak_power_w = m.peak_power_w
+
+    def __str__(self) -> str:
+        from ..format import totals_text
+
+        return totals_text(self)
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(str(self))
+
+
+class CellRecorder:
+    """Open a window when a cell starts, close it when the cell ends, keep the record.
+
+    Every hook body is guarded: a failure here is reported once and the user's cell runs on.
+    """
+
+    def __init__(self, shell, meter: Meter, cells_kept: int = 1000):
+        self.shell = shell
+        self.meter = meter
+        self.records: deque[CellRecord] = deque(maxlen=cells_kept)
+        self.totals = Totals()
+        self.notebook = os.environ.get("JPY_SESSION_NAME")
+        self._open: list = []  # (window, info); a stack because run_cell can nest
+
+    def pre_run_cell(self, info) -> None:
+        try:
+            self._open.append((self.meter.begin(), info))
+        except Exception as error:
+            notice("pre_run_cell", f"could not start measuring a cell ({error!r}); cells are not affected")
+
+    def post_run_cell(self, result) -> None:
+        if not self._open:  # the cell that loaded the extension had no start
+            return
+        window, info = self._open.pop()
+        try:
+            self.add(self.meter.end(window), info, result)
+        except Exception as error:
+            notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
+
+    def add(self, measurement: Measurement, info, result) -> CellRecord:
+        error = result.error_in_exec or result.error_before_exec
+        record = CellRecord(
+            measurement=measurement,
+            execution_count=result.execution_count,
+            cell_id=getattr(info, "cell_id", None),
+            notebook=self.notebook,
+            success=error is None,
+            error=type(error).__name__ if error is not None else None,
+            source_preview=_first_line(info.raw_cell),
+        )
+        self.records.append(record)
+        self.totals.add(record)
+        return record
+
+    def register(self) -> None:
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+
+    def unregister(self) -> None:
+        for event, callback in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
+            try:
+                self.shell.events.unregister(event, callback)
+            except ValueError:
+                pass
+
+
+def _first_line(source, limit: int = 80) -> str:
+    if not source:
+        return ""
+    for line in source.splitlines():
+        if line.strip():
+            line = line.rstrip()
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+    return ""
+
+
+def install(shell, meter: Meter, cells_kept: int) -> CellRecorder:
+    global _recorder
+    if _recorder is not None:
+        uninstall()
+    _recorder = CellRecorder(shell, meter, cells_kept)
+    _recorder.register()
+    return _recorder
+
+
+def uninstall() -> None:
+    global _recorder
+    recorder, _recorder = _recorder, None
+    if recorder is not None:
+        recorder.unregister()

@@ -1,0 +1,84 @@
+"""``%carbon`` and ``%%carbon``."""
+
+from __future__ import annotations
+
+import ast
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from .. import format as fmt
+from .extension import current_recorder
+
+ACTIONS = ("totals", "sources", "cells")
+
+
+@magics_class
+class CarbonMagics(Magics):
+    @magic_arguments()
+    @argument(
+        "action",
+        nargs="?",
+        default="totals",
+        help="line magic only: totals (default) for this session, sources (what is measured, "
+        "estimated or missing, and how to fix it), cells (a table of recent cells)",
+    )
+    @argument("-q", "--quiet", action="store_true", help="cell magic: measure without showing the result")
+    @argument("-o", "--output", metavar="NAME", help="cell magic: store the Measurement in the variable NAME")
+    @argument("-n", "--last", type=int, default=20, metavar="N", help="with cells: show the last N cells (default 20)")
+    @line_cell_magic
+    def carbon(self, line: str, cell: str | None = None):
+        """Energy of this notebook's cells.
+
+        %%carbon [-q] [-o NAME]   measure this cell and show the result under it
+        %carbon                   totals for this kernel session
+        %carbon sources           what is measured, what is estimated, what is missing
+        %carbon cells [-n N]      the recent cells: #, duration, energy, avg/peak W, kind
+
+        Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
+        """
+        args = parse_argstring(self.carbon, line)
+        recorder = current_recorder()
+        if recorder is None:
+            raise UsageError("greenjupyter is not loaded: run %load_ext greenjupyter")
+        if cell is not None:
+            if args.action != "totals":
+                raise UsageError(f"%%carbon takes options only, not {args.action!r}; use it on its own line")
+            if args.output is not None and not args.output.isidentifier():
+                raise UsageError(f"-o {args.output!r} is not a valid variable name")
+            return self._measure_cell(cell, recorder.meter, args)
+        if args.action not in ACTIONS:
+            raise UsageError(f"unknown action {args.action!r}; accepted: {', '.join(ACTIONS)}")
+        if args.last < 1:
+            raise UsageError(f"-n {args.last} must be a positive number of cells")
+        if args.action == "sources":
+            recorder.meter.begin()  # waits for GPU detection to finish
+            display(fmt.Text(str(recorder.meter.detection)))
+        elif args.action == "cells":
+            display(fmt.Text(fmt.cells_text(list(recorder.records)[-args.last:])))
+        else:
+            display(fmt.Text(fmt.totals_text(recorder.totals)))
+
+    def _measure_cell(self, cell: str, meter, args):
+        """Run ``cell`` like a cell (its last expression becomes the output), measured."""
+        shell = self.shell
+        source = shell.transform_cell(cell)
+        tree = shell.transform_ast(shell.compile.ast_parse(source))
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        filename = shell.compile.cache(source)
+        body = shell.compile(tree, filename, "exec")
+        tail = shell.compile(last, filename, "eval") if last is not None else None
+        window = meter.begin()
+        try:
+            exec(body, shell.user_global_ns, shell.user_ns)
+            return eval(tail, shell.user_global_ns, shell.user_ns) if tail is not None else None
+        finally:
+            measurement = meter.end(window)
+            if args.output:
+                shell.user_ns[args.output] = measurement
+            if not args.quiet:
+                display(measurement)
