@@ -81,10 +81,11 @@ class Meter:
     def read(self) -> tuple[float, list[float], tuple[str, ...]]:
         """Return (perf_counter time, cumulative joules per component, component names)."""
         with self._lock:
-            t = time.perf_counter()
+            before = time.perf_counter()
             values = []
             for read in self._readers:
                 values += read()
+            t = (before + time.perf_counter()) / 2  # the reads' moment, even if we were preempted
             for i, value in enumerate(values):
                 if value != value:  # NaN: that component failed just now
                     self._faults[i] += 1

@@ -1,0 +1,82 @@
+"""Measured windows against truth: a fake RAPL tree advancing in real time at known watts."""
+
+import time
+
+import pytest
+
+from greenjupyter.meter import Meter
+from greenjupyter.sources.rapl import open_rapl
+from tests.fakes.powercap import SERVER, FakePowercap, FakeZone
+
+
+@pytest.fixture
+def meter(tmp_path):
+    fake = FakePowercap(tmp_path, SERVER)
+    with fake:
+        meter = Meter([open_rapl(str(tmp_path))], sample_interval_s=0.25)
+        meter.start()
+        meter.fake = fake
+        yield meter
+        meter.close()
+
+
+def measure_sleep(meter, seconds):
+    window = meter.begin()
+    time.sleep(seconds)
+    return meter.end(window)
+
+
+@pytest.mark.parametrize("seconds", [0.1, 0.25, 1.0])
+def test_windows_of_100ms_and_longer_are_within_1_percent(meter, seconds):
+    watts = meter.fake.total_watts()  # 120 W over two packages and two DRAM zones
+    for _ in range(5):
+        m = measure_sleep(meter, seconds)
+        truth = watts * m.duration_s
+        assert m.energy_j == pytest.approx(truth, rel=0.01)
+        assert set(m.components) == {"cpu:package-0", "dram:0", "cpu:package-1", "dram:1"}
+        assert m.components["cpu:package-0"] == pytest.approx(60.0 * m.duration_s, rel=0.01)
+        assert not m.estimated and m.failed_components == ()
+
+
+def test_10ms_windows_are_within_their_stated_uncertainty(meter):
+    watts = meter.fake.total_watts()
+    for _ in range(20):
+        m = measure_sleep(meter, 0.01)
+        # One RAPL update period (1 ms) at each component's power: 0.12 J for 1.2 J.
+        assert m.uncertainty_j == pytest.approx(watts * 0.001, rel=0.2)
+        assert abs(m.energy_j - watts * m.duration_s) <= m.uncertainty_j
+
+
+def test_nested_windows_each_get_their_own_energy(meter):
+    watts = meter.fake.total_watts()
+    outer = meter.begin()
+    time.sleep(0.1)
+    inner = measure_sleep(meter, 0.2)
+    time.sleep(0.1)
+    whole = meter.end(outer)
+    assert inner.energy_j == pytest.approx(watts * inner.duration_s, rel=0.01)
+    assert whole.energy_j == pytest.approx(watts * whole.duration_s, rel=0.01)
+    assert whole.duration_s > inner.duration_s + 0.19
+
+
+def test_a_10_second_window_across_many_wraps_is_within_1_percent(tmp_path):
+    # 60 W against a 60 J range: the counter wraps every second, ten times in the window;
+    # the sampler (every 0.25 s) reads it four times per wrap, which keeps it exact.
+    fake = FakePowercap(tmp_path, [FakeZone("intel-rapl:0", "package-0", 60.0, max_range_uj=60_000_000, start_uj=59_000_000)])
+    with fake:
+        meter = Meter([open_rapl(str(tmp_path))], sample_interval_s=0.25)
+        meter.start()
+        try:
+            m = measure_sleep(meter, 10.0)
+        finally:
+            meter.close()
+    assert m.energy_j == pytest.approx(60.0 * m.duration_s, rel=0.01)
+    assert m.energy_j > 9 * 60  # several full ranges, not one
+
+
+def test_peak_and_average_power_come_from_the_sampler(meter):
+    watts = meter.fake.total_watts()
+    m = measure_sleep(meter, 1.0)
+    assert m.avg_power_w == pytest.approx(watts, rel=0.01)
+    assert m.peak_power_w == pytest.approx(watts, rel=0.05)  # 250 ms sample averages
+    assert len(meter.sampler.samples) >= 3
