@@ -88,8 +88,11 @@ class measure(ContextDecorator):
     def __repr__(self) -> str:
         return f"measure(result={self.result!r})"
 
+    def __str__(self) -> str:
+        return str(self.result) if self.result else "measure(running)"
+
     def _repr_pretty_(self, printer, cycle) -> None:
-        printer.text(str(self.result) if self.result else "measure(running)")
+        printer.text(str(self))
 
     def _repr_html_(self):
         return self.result._repr_html_() if self.result else None

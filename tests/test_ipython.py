@@ -1,0 +1,192 @@
+"""The extension in a real InteractiveShell: hooks, records, magics, unload, failures."""
+
+import threading
+import time
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import greenjupyter
+from greenjupyter import Measurement
+from greenjupyter.ipython import extension
+
+
+@pytest.fixture
+def shell():
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter", store_history=True)
+    yield shell
+    shell.run_line_magic("unload_ext", "greenjupyter")
+    shell.user_ns.pop("m", None)
+
+
+def run(shell, source):
+    return shell.run_cell(source, store_history=True)
+
+
+def sampler_threads():
+    return [t for t in threading.enumerate() if t.name == "greenjupyter-sampler"]
+
+
+def test_one_record_per_cell_with_outcome_and_preview(shell):
+    first = run(shell, "x = 1").execution_count
+    run(shell, "\n\nimport time; time.sleep(0.05)  # wait")
+    run(shell, "1/0")
+    run(shell, "raise KeyboardInterrupt")
+    records = greenjupyter.cells()
+    assert [r.execution_count for r in records] == [first, first + 1, first + 2, first + 3]
+    assert [r.success for r in records] == [True, True, False, False]
+    assert [r.error for r in records] == [None, None, "ZeroDivisionError", "KeyboardInterrupt"]
+    assert records[1].source_preview == "import time; time.sleep(0.05)  # wait"
+    assert 0.05 <= records[1].measurement.duration_s < 0.5
+    assert all(r.measurement.estimated for r in records)  # no hardware in this test
+
+
+def test_loading_twice_does_not_count_twice(shell):
+    greenjupyter.load_ipython_extension(shell)
+    run(shell, "%reload_ext greenjupyter")
+    run(shell, "y = 2")
+    assert len(greenjupyter.cells()) == 1
+    assert shell.events.callbacks["post_run_cell"].count(extension.current_recorder().post_run_cell) == 1
+    assert len(sampler_threads()) == 1
+
+
+def test_unload_removes_hooks_magics_and_the_thread():
+    shell = InteractiveShell.instance()
+    run(shell, "%load_ext greenjupyter")
+    recorder = extension.current_recorder()
+    assert len(sampler_threads()) == 1
+    run(shell, "%unload_ext greenjupyter")
+    assert recorder.pre_run_cell not in shell.events.callbacks["pre_run_cell"]
+    assert recorder.post_run_cell not in shell.events.callbacks["post_run_cell"]
+    assert shell.find_line_magic("carbon") is None and shell.find_cell_magic("carbon") is None
+    assert sampler_threads() == []
+    assert greenjupyter.cells() == ()
+
+
+def test_cell_magic_shows_result_and_keeps_the_value(shell):
+    with capture_output() as captured:
+        result = run(shell, "%%carbon -o m\nimport time\ntime.sleep(0.1)\n6 * 7")
+    assert result.result == 42  # the last expression is still the cell's output
+    m = shell.user_ns["m"]
+    assert isinstance(m, Measurement) and 0.1 <= m.duration_s < 0.5
+    (shown,) = captured.outputs
+    assert "text/html" in shown.data and "text/plain" in shown.data
+    assert "estimated" in shown.data["text/plain"]
+    assert shown.data["text/html"].startswith('<div class="greenjupyter-measurement"')
+    # The %%carbon cell is also an auto-measured cell, and the two windows nest.
+    outer = greenjupyter.cells()[-1].measurement
+    assert outer.duration_s >= m.duration_s
+
+
+def test_cell_magic_quiet_and_ipython_syntax(shell):
+    with capture_output() as captured:
+        run(shell, "%%carbon -q -o m\nvalue = %time 1 + 1\n")
+    assert captured.outputs == []
+    assert shell.user_ns["value"] == 2
+    assert isinstance(shell.user_ns["m"], Measurement)
+
+
+def test_cell_magic_measures_and_reraises_a_failing_cell(shell):
+    with capture_output() as captured:
+        result = run(shell, "%%carbon -o m\nimport time\ntime.sleep(0.05)\nraise ValueError('boom')")
+    assert isinstance(result.error_in_exec, ValueError)
+    assert shell.user_ns["m"].duration_s >= 0.05
+    assert len(captured.outputs) == 1
+    assert greenjupyter.cells()[-1].error == "ValueError"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("bogus", "unknown action 'bogus'; accepted: totals, sources, cells"),
+        ("cells -n 0", "-n 0 must be a positive number of cells"),
+        ("cells -n many", "invalid int value: 'many'"),
+        ("--frobnicate", "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(shell, line, message):
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("carbon", line)
+
+
+def test_bad_cell_magic_arguments(shell):
+    with pytest.raises(UsageError, match="-o '1x' is not a valid variable name"):
+        shell.run_cell_magic("carbon", "-o 1x", "pass")
+    with pytest.raises(UsageError, match="%%carbon takes options only, not 'cells'"):
+        shell.run_cell_magic("carbon", "cells", "pass")
+
+
+def test_magic_documents_itself(shell):
+    doc = shell.find_line_magic("carbon").__doc__
+    assert "%carbon sources" in doc and "-o NAME" in doc and "--quiet" in doc
+
+
+def test_totals_cells_and_sources(shell):
+    run(shell, "import time; time.sleep(0.02)")
+    run(shell, "1/0")
+    with capture_output() as captured:
+        run(shell, "%carbon")
+        run(shell, "%carbon cells -n 2")
+        run(shell, "%carbon sources")
+    totals, cells, sources = (o.data["text/plain"] for o in captured.outputs)
+    assert totals.startswith("greenjupyter session: 2 cells in ")
+    assert "cpu:process" in totals and "estimated" in totals and "1 of the cells raised an error" in totals
+    assert cells.splitlines()[0].split()[:3] == ["#", "duration", "energy"]
+    assert len(cells.splitlines()) == 3 and "[ZeroDivisionError]" in cells
+    assert "missing   rapl: no powercap tree at /nonexistent-powercap" in sources
+    assert "estimated cpu:process" in sources
+
+
+def test_measured_cells_with_hardware(powercap, gpus):
+    shell = InteractiveShell.instance()
+    run(shell, "%load_ext greenjupyter")
+    try:
+        run(shell, "import time; time.sleep(0.3)")
+        (record,) = greenjupyter.cells()
+        m = record.measurement
+        assert sorted(m.components) == ["cpu:package-0", "cpu:package-1", "dram:0", "dram:1", "gpu:0", "gpu:1"]
+        assert not m.estimated
+        rapl = sum(m.components[c] for c in ("cpu:package-0", "cpu:package-1", "dram:0", "dram:1"))
+        assert rapl == pytest.approx(powercap.total_watts() * m.duration_s, rel=0.01)
+        assert m.components["gpu:1"] == pytest.approx(150 * m.duration_s, rel=0.05)
+        with capture_output() as captured:
+            run(shell, "%carbon sources")
+        text = captured.outputs[0].data["text/plain"]
+        assert "measured  gpu:0: NVIDIA H100 80GB HBM3, NVML total-energy counter" in text
+        assert "measured  cpu:package-0: RAPL counter" in text
+        assert "psys" not in text
+    finally:
+        run(shell, "%unload_ext greenjupyter")
+
+
+def test_a_failure_inside_the_extension_never_breaks_the_cell(shell, monkeypatch, capsys):
+    def broken(window):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(extension.current_recorder().meter, "end", broken)
+    first = run(shell, "a = 1")
+    second = run(shell, "b = 2")
+    assert first.success and second.success and shell.user_ns["b"] == 2
+    err = capsys.readouterr().err
+    assert err.count("could not finish measuring a cell (RuntimeError('disk on fire'))") == 1
+    monkeypatch.undo()
+    run(shell, "c = 3")
+    assert len(greenjupyter.cells()) == 1  # measuring resumes
+
+
+def test_a_load_that_fails_leaves_no_thread_and_says_so(monkeypatch, capsys):
+    from greenjupyter import runtime
+
+    def broken(settings=None):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(runtime, "get_meter", broken)
+    shell = InteractiveShell.instance()
+    result = run(shell, "%load_ext greenjupyter")
+    assert result.success
+    assert "could not load (OSError('read-only file system')); cells run unmeasured" in capsys.readouterr().err
+    assert extension.current_recorder() is None and sampler_threads() == []
+    run(shell, "%unload_ext greenjupyter")

@@ -1,0 +1,116 @@
+"""A real ipykernel runs a notebook through nbclient with the extension loaded: one record per cell."""
+
+import json
+import math
+import os
+import sys
+
+import nbclient
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+KERNEL = "greenjupyter-test"
+
+CELLS = [
+    ("load", "%load_ext greenjupyter"),
+    ("sleep", "import time\ntime.sleep(0.2)"),
+    ("cpu", "total = 0\nfor i in range(300_000):\n    total += i * i\ntotal"),
+    ("raise", "1 / 0"),
+    ("carbon", "%%carbon -o m\nsum(range(100_000))"),
+    ("empty", "# nothing but a comment"),
+    (
+        "report",
+        "import json, sys, greenjupyter\n"
+        "print(json.dumps({\n"
+        "    'executable': sys.executable,\n"
+        "    'm': type(m).__name__,\n"
+        "    'records': [(r.execution_count, r.cell_id, r.success, r.error,\n"
+        "                 r.measurement.duration_s, r.measurement.energy_j)\n"
+        "                for r in greenjupyter.cells()],\n"
+        "}))",
+    ),
+]
+
+
+def make_notebook():
+    nb = nbformat.v4.new_notebook()
+    for name, source in CELLS:
+        cell = nbformat.v4.new_code_cell(source)
+        if name == "raise":
+            cell.metadata["tags"] = ["raises-exception"]
+        nb.cells.append(cell)
+    nbformat.validate(nb)
+    return nb
+
+
+def kernel_manager(tmp_path):
+    """A kernel on this very interpreter, whatever kernelspecs the machine has installed."""
+    spec = tmp_path / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
+    specs = KernelSpecManager(kernel_dirs=[str(spec.parent)], ensure_native_kernel=False)
+    return AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
+
+
+def run(tmp_path, send_cell_ids):
+    nb = make_notebook()
+    client = nbclient.NotebookClient(
+        nb,
+        km=kernel_manager(tmp_path),
+        timeout=60,
+        startup_timeout=60,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    if send_cell_ids:
+        # JupyterLab and Notebook 7 put the cell's id in the execute_request metadata
+        # ("cellId"); ipykernel hands it to run_cell as info.cell_id. nbclient does not.
+        def tag_request(cell, cell_index):
+            client.kc.session.metadata["cellId"] = cell.id
+
+        client.on_cell_execute = tag_request
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENJUPYTER_")}
+    env["GREENJUPYTER_POWERCAP_ROOT"] = str(tmp_path / "no-powercap")  # deterministic on RAPL machines
+    client.execute(env=env)
+    report = [o for o in nb.cells[-1].outputs if o.output_type == "stream" and o.name == "stdout"]
+    assert report, nb.cells[-1].outputs
+    return nb, json.loads("".join(o.text for o in report))
+
+
+@pytest.mark.parametrize("send_cell_ids", [True, False], ids=["lab-cell-ids", "nbclient"])
+def test_one_record_per_executed_cell(tmp_path, send_cell_ids):
+    nb, report = run(tmp_path, send_cell_ids)
+    assert os.path.realpath(report["executable"]) == os.path.realpath(sys.executable)
+    assert report["m"] == "Measurement"
+
+    measured = nb.cells[1:-1]  # the load cell has no record; the report cell is still running
+    records = report["records"]
+    assert len(records) == len(measured)
+
+    counts = [r[0] for r in records]
+    assert counts == [cell.execution_count for cell in measured]
+    assert counts == list(range(counts[0], counts[0] + len(measured)))
+    assert counts[0] == nb.cells[0].execution_count + 1
+
+    for cell, (_, cell_id, _, _, _, _) in zip(measured, records):
+        assert cell.id
+        if send_cell_ids:
+            assert cell_id == cell.id
+        else:
+            assert cell_id is None
+
+    names = [name for name, _ in CELLS[1:-1]]
+    by_name = dict(zip(names, records))
+    assert nb.cells[1 + names.index("raise")].outputs[0].ename == "ZeroDivisionError"
+    for name, (_, _, success, error, duration, energy) in by_name.items():
+        if name == "raise":
+            assert (success, error) == (False, "ZeroDivisionError")
+        else:
+            assert (success, error) == (True, None), name
+        assert math.isfinite(duration) and duration >= 0, name
+        assert math.isfinite(energy) and energy >= 0, name
+
+    duration = by_name["sleep"][4]
+    assert 0.2 <= duration < 0.5
