@@ -190,3 +190,23 @@ def test_a_load_that_fails_leaves_no_thread_and_says_so(monkeypatch, capsys):
     assert "could not load (OSError('read-only file system')); cells run unmeasured" in capsys.readouterr().err
     assert extension.current_recorder() is None and sampler_threads() == []
     run(shell, "%unload_ext greenjupyter")
+
+
+def test_a_gpu_lost_mid_cell_is_reported_once_and_the_cell_runs_on(gpus, capsys):
+    shell = InteractiveShell.instance()
+    run(shell, "%load_ext greenjupyter")
+    try:
+        run(shell, "import time; time.sleep(0.05)")
+        gpus.gpus[0].fail(gpus.NVML_ERROR_GPU_IS_LOST)
+        first = run(shell, "time.sleep(0.05); 'still runs'")
+        run(shell, "time.sleep(0.05)")
+        assert first.result == "still runs"
+        records = greenjupyter.cells()
+        assert [r.measurement.failed_components for r in records] == [(), ("gpu:0",), ("gpu:0",)]
+        assert all("gpu:1" in r.measurement.components for r in records)
+        assert capsys.readouterr().err.count("gpu:0 could not be read during cell") == 1
+        with capture_output() as captured:
+            run(shell, "%carbon sources")
+        assert "last error: GPU is lost" in captured.outputs[0].data["text/plain"]
+    finally:
+        run(shell, "%unload_ext greenjupyter")

@@ -96,6 +96,12 @@ class CellRecorder:
         )
         self.records.append(record)
         self.totals.add(record)
+        for name in measurement.failed_components:
+            notice(
+                f"failed-{name}",
+                f"{name} could not be read during cell [{result.execution_count}]; its energy is left out "
+                "of every cell where that happens (details: %carbon sources)",
+            )
         return record
 
     def register(self) -> None:
@@ -111,12 +117,16 @@ class CellRecorder:
 
 
 def _first_line(source, limit: int = 80) -> str:
-    if not source:
-        return ""
-    for line in source.splitlines():
+    """Return the first non-blank line, shortened; scans only as far as that line (cells can be huge)."""
+    start = 0
+    while source and start < len(source):
+        end = source.find("\n", start)
+        if end < 0:
+            end = len(source)
+        line = source[start:end].rstrip()
         if line.strip():
-            line = line.rstrip()
             return line if len(line) <= limit else line[: limit - 1] + "…"
+        start = end + 1
     return ""
 
 

@@ -75,7 +75,8 @@ class NvmlSource(Source):
         lines = []
         for i, name in enumerate(self.names):
             how = "total-energy counter" if self.has_counter[i] else "power polled and integrated (no energy counter)"
-            lines.append(f"gpu:{i}: {name}, NVML {how}")
+            error = f"; last error: {self.last_error[i]}" if self.last_error[i] else ""
+            lines.append(f"gpu:{i}: {name}, NVML {how}{error}")
         return lines
 
     def close(self) -> None:
