@@ -9,17 +9,25 @@ from datetime import datetime, timezone
 
 from .measurement import Measurement
 from .sampler import Sampler
-from .sources.base import Source
+from .sources.base import NAN, Source
+
+
+@dataclass(slots=True)
+class Reading:
+    """Every counter at one moment: perf_counter time, joules per component, fault counts."""
+
+    t: float
+    values: list[float]
+    faults: tuple[int, ...]
+    components: tuple[str, ...]
 
 
 @dataclass(slots=True)
 class Window:
-    """The state at a window's start; windows are independent, so they nest freely."""
+    """A window's start; windows are independent, so they nest freely."""
 
-    t0: float  # perf_counter
-    wall0: float  # time.time
-    values: list[float]
-    faults: tuple[int, ...]
+    wall0: float  # time.time() at the start
+    start: Reading
 
 
 class Meter:
@@ -81,40 +89,53 @@ class Meter:
     def read(self) -> tuple[float, list[float], tuple[str, ...]]:
         """Return (perf_counter time, cumulative joules per component, component names)."""
         with self._lock:
-            before = time.perf_counter()
-            values = []
-            for read in self._readers:
-                values += read()
-            t = (before + time.perf_counter()) / 2  # the reads' moment, even if we were preempted
+            return self._read_locked()
+
+    def snapshot(self) -> Reading:
+        """Return every counter now, with the fault counts that tell a component failed in between."""
+        with self._lock:
+            t, values, components = self._read_locked()
+            return Reading(t, values, tuple(self._faults), components)
+
+    def _read_locked(self):
+        before = time.perf_counter()
+        values = []
+        for read in self._readers:
+            values += read()
+        t = (before + time.perf_counter()) / 2  # the reads' moment, even if we were preempted
+        if NAN in values:  # sources mark failures with this very object, so `in` finds it by identity
             for i, value in enumerate(values):
-                if value != value:  # NaN: that component failed just now
+                if value is NAN:
                     self._faults[i] += 1
-            return t, values, self.components
+        return t, values, self.components
 
     def begin(self) -> Window:
         if not self._ready.is_set():
             self._ready.wait(10)
         wall0 = time.time()
-        t0, values, _ = self.read()
-        return Window(t0, wall0, values, tuple(self._faults))
+        return Window(wall0, self.snapshot())
 
     def end(self, window: Window) -> Measurement:
-        t1, values, components = self.read()
-        faults = self._faults
-        duration = t1 - window.t0
-        recent = self.sampler.last()
-        recent_w = recent.watts if recent is not None and recent.components == components else None
+        return self.measurement(window, self.snapshot())
+
+    def measurement(self, window: Window, stop: Reading) -> Measurement:
+        """Return the Measurement of ``window`` closed by ``stop`` (this may run later, on any thread)."""
+        start = window.start
+        duration = stop.t - start.t
+        recent, peak = self.sampler.window_stats(start.t, stop.t)
+        recent_w = recent.watts if recent is not None and recent.components == stop.components else None
+        names, estimated_flags = stop.components, self._estimated
         parts, estimated, failed = {}, [], []
         energy = uncertainty = 0.0
-        for i in range(len(window.values)):
-            joules = values[i] - window.values[i]
-            if joules != joules or faults[i] != window.faults[i]:
-                failed.append(components[i])
+        for i in range(len(start.values)):
+            joules = stop.values[i] - start.values[i]
+            if joules != joules or stop.faults[i] != start.faults[i]:
+                failed.append(names[i])
                 continue
-            parts[components[i]] = joules
+            parts[names[i]] = joules
             energy += joules
-            if self._estimated[i]:
-                estimated.append(components[i])
+            if estimated_flags[i]:
+                estimated.append(names[i])
                 continue
             # A counter read just after a tick and just before one misses up to one
             # update period of energy at either edge; sensors add their stated error.
@@ -123,7 +144,6 @@ class Meter:
                 watts = recent_w[i]
             uncertainty += watts * self._period[i] + self._power_error[i] * duration
         average = energy / duration if duration > 0 else 0.0
-        peak = self.sampler.peak_w(window.t0, t1)
         return Measurement(
             started_at=datetime.fromtimestamp(window.wall0, timezone.utc),
             duration_s=duration,

@@ -92,18 +92,17 @@ class Sampler:
             listener(sample)
         return sample
 
-    def last(self) -> Sample | None:
-        with self._lock:
-            return self.samples[-1] if self.samples else None
-
-    def peak_w(self, t0: float, t1: float) -> float:
-        """Return the highest total power of the samples that lie inside [t0, t1], or 0.0."""
-        peak = 0.0
+    def window_stats(self, t0: float, t1: float) -> tuple[Sample | None, float]:
+        """Return (the newest sample that ended by t1, the highest total power of samples inside [t0, t1] or 0.0)."""
+        recent, peak = None, 0.0
         with self._lock:
             for sample in reversed(self.samples):
+                if sample.t1 > t1:
+                    continue
+                if recent is None:
+                    recent = sample
                 if sample.t0 < t0:
                     break
-                if sample.t1 <= t1 and sample.total_w > peak:
+                if sample.total_w > peak:
                     peak = sample.total_w
-        return peak
-
+        return recent, peak

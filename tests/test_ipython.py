@@ -162,19 +162,42 @@ def test_measured_cells_with_hardware(powercap, gpus):
         run(shell, "%unload_ext greenjupyter")
 
 
-def test_a_failure_inside_the_extension_never_breaks_the_cell(shell, monkeypatch, capsys):
-    def broken(window):
+@pytest.mark.parametrize(
+    "part, message",
+    [
+        ("snapshot", "could not finish measuring a cell (RuntimeError('disk on fire'))"),
+        ("measurement", "could not record a cell (RuntimeError('disk on fire'))"),
+    ],
+)
+def test_a_failure_inside_the_extension_never_breaks_the_cell(shell, monkeypatch, capsys, part, message):
+    meter = extension.current_recorder().meter
+    real, calls = getattr(meter, part), []
+
+    def broken(*args):
+        calls.append(args)
+        if part == "snapshot" and len(calls) % 2:
+            return real(*args)  # the cell's start reads fine, its end fails
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(extension.current_recorder().meter, "end", broken)
+    monkeypatch.setattr(meter, part, broken)
     first = run(shell, "a = 1")
     second = run(shell, "b = 2")
     assert first.success and second.success and shell.user_ns["b"] == 2
-    err = capsys.readouterr().err
-    assert err.count("could not finish measuring a cell (RuntimeError('disk on fire'))") == 1
+    assert greenjupyter.cells() == ()
+    assert capsys.readouterr().err.count(message) == 1
     monkeypatch.undo()
     run(shell, "c = 3")
     assert len(greenjupyter.cells()) == 1  # measuring resumes
+
+
+def test_records_are_finished_by_the_sampler_without_being_asked(shell):
+    recorder = extension.current_recorder()
+    run(shell, "d = 4")
+    assert len(recorder._closed) == 1  # the cell's path only queued the reading
+    deadline = time.monotonic() + 2
+    while recorder._closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not recorder._closed and len(recorder._records) == 1
 
 
 def test_a_load_that_fails_leaves_no_thread_and_says_so(monkeypatch, capsys):

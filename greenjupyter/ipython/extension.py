@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ from ..meter import Meter
 from ..notices import notice
 
 _recorder: "CellRecorder | None" = None
+# Readings waiting to become records; past this many the cell path finishes them itself.
+QUEUE_LIMIT = 1000
 
 
 def current_recorder() -> "CellRecorder | None":
@@ -57,16 +60,32 @@ class Totals:
 class CellRecorder:
     """Open a window when a cell starts, close it when the cell ends, keep the record.
 
-    Every hook body is guarded: a failure here is reported once and the user's cell runs on.
+    The hooks only read the counters (the exact edges) and queue the reading; turning it
+    into a CellRecord happens off the cell's path, on the sampler's next tick, or at once
+    when someone asks for ``records`` or ``totals``. Every hook body is guarded: a failure
+    here is reported once and the user's cell runs on.
     """
 
     def __init__(self, shell, meter: Meter, cells_kept: int = 1000):
         self.shell = shell
         self.meter = meter
-        self.records: deque[CellRecord] = deque(maxlen=cells_kept)
-        self.totals = Totals()
         self.notebook = os.environ.get("JPY_SESSION_NAME")
+        self.listeners: list = []  # called with each new CellRecord, on whichever thread finishes it
+        self._records: deque[CellRecord] = deque(maxlen=cells_kept)
+        self._totals = Totals()
         self._open: list = []  # (window, info); a stack because run_cell can nest
+        self._closed: deque = deque()  # (window, stop reading, info, execution count, error name)
+        self._lock = threading.Lock()
+
+    @property
+    def records(self) -> deque:
+        self.finish()
+        return self._records
+
+    @property
+    def totals(self) -> Totals:
+        self.finish()
+        return self._totals
 
     def pre_run_cell(self, info) -> None:
         try:
@@ -79,34 +98,56 @@ class CellRecorder:
             return
         window, info = self._open.pop()
         try:
-            self.add(self.meter.end(window), info, result)
+            error = result.error_in_exec or result.error_before_exec
+            self._closed.append(
+                (window, self.meter.snapshot(), info, result.execution_count, error and type(error).__name__)
+            )
+            if len(self._closed) > QUEUE_LIMIT:  # the sampler is not draining the queue
+                self.finish()
         except Exception as error:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
 
-    def add(self, measurement: Measurement, info, result) -> CellRecord:
-        error = result.error_in_exec or result.error_before_exec
+    def finish(self) -> None:
+        """Turn every queued reading into a CellRecord (any thread; safe to call often)."""
+        if not self._closed:
+            return
+        with self._lock:
+            while self._closed:
+                try:
+                    self._add(*self._closed.popleft())
+                except Exception as error:
+                    notice("finish", f"could not record a cell ({error!r}); cells are not affected")
+
+    def _add(self, window, stop, info, execution_count, error) -> CellRecord:
+        measurement = self.meter.measurement(window, stop)
         record = CellRecord(
             measurement=measurement,
-            execution_count=result.execution_count,
+            execution_count=execution_count,
             cell_id=getattr(info, "cell_id", None),
             notebook=self.notebook,
             success=error is None,
-            error=type(error).__name__ if error is not None else None,
+            error=error,
             source_preview=_first_line(info.raw_cell),
         )
-        self.records.append(record)
-        self.totals.add(record)
+        self._records.append(record)
+        self._totals.add(record)
         for name in measurement.failed_components:
             notice(
                 f"failed-{name}",
-                f"{name} could not be read during cell [{result.execution_count}]; its energy is left out "
+                f"{name} could not be read during cell [{execution_count}]; its energy is left out "
                 "of every cell where that happens (details: %carbon sources)",
             )
+        for listener in self.listeners:
+            listener(record)
         return record
+
+    def _on_sample(self, sample) -> None:
+        self.finish()
 
     def register(self) -> None:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.meter.sampler.listeners.append(self._on_sample)
 
     def unregister(self) -> None:
         for event, callback in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
@@ -114,6 +155,9 @@ class CellRecorder:
                 self.shell.events.unregister(event, callback)
             except ValueError:
                 pass
+        if self._on_sample in self.meter.sampler.listeners:
+            self.meter.sampler.listeners.remove(self._on_sample)
+        self.finish()
 
 
 def _first_line(source, limit: int = 80) -> str:

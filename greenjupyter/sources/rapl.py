@@ -101,18 +101,19 @@ class RaplSource(Source):
 
     def read(self) -> list[float]:
         out = []
+        last, ranges, totals = self._last, self._ranges, self._total_uj
         for i, fd in enumerate(self._fds):
             try:
                 raw = int(os.pread(fd, 32, 0))
             except (OSError, ValueError):
                 out.append(NAN)
                 continue
-            step = raw - self._last[i]
+            step = raw - last[i]
             if step < 0:  # the counter wrapped
-                step += self._ranges[i]
-            self._last[i] = raw
-            self._total_uj[i] += step
-            out.append(self._total_uj[i] * 1e-6)
+                step += ranges[i]
+            last[i] = raw
+            totals[i] = total = totals[i] + step
+            out.append(total * 1e-6)
         return out
 
     def describe(self) -> list[str]:
