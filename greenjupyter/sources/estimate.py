@@ -14,16 +14,16 @@ import json
 import os
 import time
 from functools import cached_property
-from importlib import resources
 
 from .base import Source
-from .cpu_model import CpuInfo, lookup_tdp, read_cpu_info
+from .cpu_model import DATA_DIR, CpuInfo, lookup_tdp, read_cpu_info
 
 BYTES_PER_GB = 1e9
 
 
 def load_models() -> dict:
-    return json.loads(resources.files(__package__).joinpath("data/estimate_models.json").read_text())
+    with open(os.path.join(DATA_DIR, "estimate_models.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 class EstimateSource(Source):
