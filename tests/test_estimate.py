@@ -60,15 +60,17 @@ def test_virtual_or_unknown_cpu_uses_the_per_vcpu_figure(info):
 def test_cpu_estimate_follows_the_process_cpu_time():
     info = CpuInfo("AMD EPYC 7763 64-Core Processor", 128, False)
     meter = Meter([EstimateSource(cpu_info=info)])
+    outer0 = time.process_time()
     window = meter.begin()
-    cpu0 = time.process_time()
-    deadline = time.perf_counter() + 0.3
-    while time.perf_counter() < deadline:
+    inner0 = time.process_time()
+    while time.process_time() - inner0 < 0.3:
         pass
-    cpu = time.process_time() - cpu0
+    inner = time.process_time() - inner0
     m = meter.end(window)
+    outer = time.process_time() - outer0
     assert m.estimated and m.estimated_components == ("cpu:process", "dram:process")
-    assert m.components["cpu:process"] == pytest.approx(cpu * 280 / 128, rel=0.02)
+    # The process's CPU time read at the window's edges lies between these two readings.
+    assert inner * 280 / 128 <= m.components["cpu:process"] <= outer * 280 / 128
 
 
 def test_children_cpu_time_counts():
@@ -77,15 +79,14 @@ def test_children_cpu_time_counts():
     before = os.times()
     pid = os.fork()
     if pid == 0:
-        deadline = time.perf_counter() + 0.3
-        while time.perf_counter() < deadline:
+        while time.process_time() < 0.3:  # the child's own CPU time, whatever else runs
             pass
         os._exit(0)
     os.waitpid(pid, 0)
     after = os.times()
     m = meter.end(window)
     child = after.children_user + after.children_system - before.children_user - before.children_system
-    assert child >= 0.2
+    assert child >= 0.25
     assert m.components["cpu:process"] >= child * 3.84 * 0.99
 
 

@@ -39,8 +39,11 @@ def test_gpu_energy_matches_truth_within_stated_uncertainty(meter, gpus):
     m = meter.end(window)
     for index, gpu in enumerate(gpus.gpus):
         assert m.components[f"gpu:{index}"] == pytest.approx(gpu.watts * m.duration_s, abs=gpu.watts * 0.02 + 0.1)
-    # counter GPU: one 100 ms period at 300 W; power-only GPU: 5 W over the window.
-    assert m.uncertainty_j == pytest.approx(300 * COUNTER_PERIOD_S + POWER_ERROR_W * m.duration_s, rel=0.05)
+    # counter GPU: one 100 ms period at 300 W (or at a recent sample's higher power: a
+    # 50 ms sample of a counter that ticks every 20 ms can read up to 3 ticks in 2.5);
+    # power-only GPU: 5 W over the window.
+    floor = 300 * COUNTER_PERIOD_S + POWER_ERROR_W * m.duration_s
+    assert floor * 0.99 <= m.uncertainty_j <= floor + 300 * 0.5 * COUNTER_PERIOD_S
     assert abs(m.energy_j - 450 * m.duration_s) <= m.uncertainty_j
 
 
