@@ -36,7 +36,7 @@ def check(name: str, raw) -> object:
     try:
         value = kind(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}")
+        raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}") from None
     if name in LIMITS:
         low, high = LIMITS[name]
         if not low <= value <= high:

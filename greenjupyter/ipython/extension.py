@@ -7,7 +7,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..measurement import CellRecord, Measurement
+from ..measurement import CellRecord
 from ..meter import Meter
 from ..notices import notice
 

@@ -98,11 +98,11 @@ def open_nvml() -> NvmlSource:
     except ImportError:
         raise SourceUnavailable(
             "an NVIDIA driver is loaded but nvidia-ml-py is not installed", "pip install nvidia-ml-py"
-        )
+        ) from None
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as error:
-        raise SourceUnavailable(f"NVML could not start: {error}")
+        raise SourceUnavailable(f"NVML could not start: {error}") from None
     try:
         count = pynvml.nvmlDeviceGetCount()
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
@@ -112,7 +112,7 @@ def open_nvml() -> NvmlSource:
         return NvmlSource(pynvml, handles, names)
     except pynvml.NVMLError as error:
         pynvml.nvmlShutdown()
-        raise SourceUnavailable(f"NVML error while listing GPUs: {error}")
+        raise SourceUnavailable(f"NVML error while listing GPUs: {error}") from None
     except SourceUnavailable:
         pynvml.nvmlShutdown()
         raise

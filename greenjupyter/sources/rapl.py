@@ -31,9 +31,9 @@ def find_zones(root: str) -> tuple[list[Zone], list[str]]:
     try:
         names = sorted(os.listdir(root), key=_zone_sort_key)
     except FileNotFoundError:
-        raise SourceUnavailable(f"no powercap tree at {root} (no RAPL on this machine or in this container)")
+        raise SourceUnavailable(f"no powercap tree at {root} (no RAPL on this machine or in this container)") from None
     except PermissionError:
-        raise SourceUnavailable(f"cannot list {root}: permission denied", _grant_hint(root))
+        raise SourceUnavailable(f"cannot list {root}: permission denied", _grant_hint(root)) from None
     zones, notes = [], []
     for entry in names:
         match = ZONE_NAME.match(entry)
@@ -93,10 +93,10 @@ class RaplSource(Source):
                 f"RAPL counters under {os.path.dirname(zones[0].path)} are readable by root only "
                 "(Linux 5.10+ closed them to users)",
                 _grant_hint(os.path.dirname(zones[0].path)),
-            )
+            ) from None
         except (OSError, ValueError) as error:
             self.close()
-            raise SourceUnavailable(f"cannot read RAPL counters: {error}")
+            raise SourceUnavailable(f"cannot read RAPL counters: {error}") from None
         self._total_uj = [0] * len(zones)
 
     def read(self) -> list[float]:
