@@ -11,14 +11,19 @@ from .measurement import Measurement
 from .sampler import Sampler
 from .sources.base import NAN, Source
 
+# The power history is kept in memory: an hour at 4 Hz is 14,400 samples (a few MB); beyond
+# this many, older samples are dropped whatever history_s asks for.
+MAX_SAMPLES = 20_000
+
 
 @dataclass(slots=True)
 class Reading:
-    """Every counter at one moment: perf_counter time, joules per component, fault counts."""
+    """Every counter at one moment: perf_counter time, joules per component, names, and how
+    many component failures the meter had logged by then."""
 
     t: float
     values: list[float]
-    faults: tuple[int, ...]
+    faults: int
     components: tuple[str, ...]
 
 
@@ -44,10 +49,12 @@ class Meter:
         self.sources: list[Source] = []
         self.components: tuple[str, ...] = ()
         self._readers: list = []
-        self._faults: list[int] = []
+        self._fault_log: list[int] = []  # component index, once each time one starts failing
+        self._failing: set[int] = set()
         self._ready = threading.Event()
         self._ready.set()
-        self.sampler = Sampler(self.read, sample_interval_s, capacity=max(1, int(history_s / sample_interval_s)))
+        capacity = min(MAX_SAMPLES, max(1, int(history_s / sample_interval_s)))
+        self.sampler = Sampler(self.read, sample_interval_s, capacity)
         self.add_sources(sources)
 
     def add_sources(self, sources: list[Source]) -> None:
@@ -58,7 +65,6 @@ class Meter:
             self._period = tuple(p for s in self.sources for p in s.update_period_s)
             self._power_error = tuple(e for s in self.sources for e in s.power_error_w)
             self._estimated = tuple(s.estimated for s in self.sources for _ in s.components)
-            self._faults += [0] * (len(self.components) - len(self._faults))
 
     def start(self, late_setup=None) -> None:
         """Start the sampler; ``late_setup()`` runs on its thread and returns sources to add.
@@ -89,24 +95,28 @@ class Meter:
     def read(self) -> tuple[float, list[float], tuple[str, ...]]:
         """Return (perf_counter time, cumulative joules per component, component names)."""
         with self._lock:
-            return self._read_locked()
+            return self._read_locked(False)
 
     def snapshot(self) -> Reading:
         """Return every counter now, with the fault counts that tell a component failed in between."""
         with self._lock:
-            t, values, components = self._read_locked()
-            return Reading(t, values, tuple(self._faults), components)
+            t, values, components = self._read_locked(True)
+            return Reading(t, values, len(self._fault_log), components)
 
-    def _read_locked(self):
+    def _read_locked(self, edge: bool):
         before = time.perf_counter()
         values = []
         for read in self._readers:
-            values += read()
+            values += read(edge)
         t = (before + time.perf_counter()) / 2  # the reads' moment, even if we were preempted
-        if NAN in values:  # sources mark failures with this very object, so `in` finds it by identity
+        # Sources mark a failed read with this very NAN object, so `in` finds it by identity.
+        if NAN in values or self._failing:
             for i, value in enumerate(values):
-                if value is NAN:
-                    self._faults[i] += 1
+                if value is not NAN:
+                    self._failing.discard(i)
+                elif i not in self._failing:  # log each spell of failure once
+                    self._failing.add(i)
+                    self._fault_log.append(i)
         return t, values, self.components
 
     def begin(self) -> Window:
@@ -125,11 +135,12 @@ class Meter:
         recent, peak = self.sampler.window_stats(start.t, stop.t)
         recent_w = recent.watts if recent is not None and recent.components == stop.components else None
         names, estimated_flags = stop.components, self._estimated
+        failed_reads = set(self._fault_log[start.faults : stop.faults]) if stop.faults != start.faults else ()
         parts, estimated, failed = {}, [], []
         energy = uncertainty = 0.0
         for i in range(len(start.values)):
             joules = stop.values[i] - start.values[i]
-            if joules != joules or stop.faults[i] != start.faults[i]:
+            if joules != joules or i in failed_reads:
                 failed.append(names[i])
                 continue
             parts[names[i]] = joules

@@ -12,7 +12,9 @@ from ..meter import Meter
 from ..notices import notice
 
 _recorder: "CellRecorder | None" = None
-# Readings waiting to become records; past this many the cell path finishes them itself.
+# Readings waiting to become records. Each sampler tick finishes them all (a kernel runs far
+# fewer than a thousand cells a second); past this many the cell path finishes them itself,
+# so the queue stays bounded even if the sampler stops.
 QUEUE_LIMIT = 1000
 
 
@@ -102,13 +104,13 @@ class CellRecorder:
             self._closed.append(
                 (window, self.meter.snapshot(), info, result.execution_count, error and type(error).__name__)
             )
-            if len(self._closed) > QUEUE_LIMIT:  # the sampler is not draining the queue
+            if len(self._closed) > QUEUE_LIMIT:
                 self.finish()
         except Exception as error:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
 
     def finish(self) -> None:
-        """Turn every queued reading into a CellRecord (any thread; safe to call often)."""
+        """Turn every queued reading into a CellRecord (any thread; cheap when there is none)."""
         if not self._closed:
             return
         with self._lock:

@@ -10,7 +10,7 @@ NAN = float("nan")
 class Source:
     """Report cumulative energy, in joules, for each of a few components.
 
-    ``read()`` returns one float per entry of ``components``: joules since the source was
+    ``read(edge)`` returns one float per entry of ``components``: joules since the source was
     opened, never decreasing, or NaN for a component that could not be read this time.
     Callers take differences between two reads. Reads may come from two threads, but
     never at once (the meter holds a lock around them).
@@ -26,7 +26,9 @@ class Source:
     update_period_s: tuple[float, ...] = ()
     power_error_w: tuple[float, ...] = ()
 
-    def read(self) -> list[float]:
+    def read(self, edge: bool = False) -> list[float]:
+        """Return cumulative joules per component. ``edge`` is True at a window's edge, where a
+        source may answer from its last poll when a fresh one adds no exactness (polled power)."""
         raise NotImplementedError
 
     def describe(self) -> list[str]:
@@ -44,3 +46,34 @@ class Unavailable:
     kind: str
     reason: str
     hint: str = ""
+
+
+class PowerIntegral:
+    """Energy from polled power: trapezoids between polls; past the last poll, its power held.
+
+    Polls come from the sampler; window edges ask ``at(t)`` instead of polling again.
+    """
+
+    __slots__ = ("joules", "_t", "_watts")
+
+    def __init__(self):
+        self.joules = 0.0
+        self._t = None
+        self._watts = 0.0
+
+    @property
+    def polled(self) -> bool:
+        return self._t is not None
+
+    def poll(self, t: float, watts: float) -> float:
+        if self._t is not None:
+            self.joules += (t - self._t) * (self._watts + watts) / 2
+        self._t, self._watts = t, watts
+        return self.joules
+
+    def at(self, t: float) -> float:
+        return self.joules + (t - self._t) * self._watts if self._t is not None else self.joules
+
+    def restart(self) -> None:
+        """Forget the last poll, so that no energy is integrated across a gap in the readings."""
+        self._t = None

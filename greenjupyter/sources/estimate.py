@@ -15,7 +15,7 @@ import os
 import time
 from functools import cached_property
 
-from .base import Source
+from .base import PowerIntegral, Source
 from .cpu_model import DATA_DIR, CpuInfo, lookup_tdp, read_cpu_info
 
 BYTES_PER_GB = 1e9
@@ -42,8 +42,7 @@ class EstimateSource(Source):
         self._statm = _open_statm()
         self._page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._ram_w_per_byte = self._models["ram_w_per_gb"]["value"] / BYTES_PER_GB
-        self._ram_joules = 0.0
-        self._last_rss = None  # (perf_counter, bytes)
+        self._ram = PowerIntegral()
 
     @cached_property
     def cpu_watts(self) -> tuple[float, str]:
@@ -62,7 +61,7 @@ class EstimateSource(Source):
         watts = tdp / info.threads_per_package
         return watts, f"{watts:.2f} W per busy thread (TDP {tdp:g} W of {name} / {info.threads_per_package} threads)"
 
-    def read(self) -> list[float]:
+    def read(self, edge: bool = False) -> list[float]:
         out = []
         if self._want_cpu:
             # process_time is high resolution; os.times adds reaped children (10 ms ticks).
@@ -70,12 +69,11 @@ class EstimateSource(Source):
             seconds = time.process_time() + children.children_user + children.children_system
             out.append(seconds * self.cpu_watts[0])
         if self._want_memory:
-            now, rss = time.perf_counter(), self._rss_bytes()
-            if self._last_rss is not None:
-                then, previous = self._last_rss
-                self._ram_joules += (now - then) * (previous + rss) / 2 * self._ram_w_per_byte
-            self._last_rss = (now, rss)
-            out.append(self._ram_joules)
+            now = time.perf_counter()
+            if edge and self._ram.polled:  # resident size moves slowly: the sampler's polls suffice
+                out.append(self._ram.at(now))
+            else:
+                out.append(self._ram.poll(now, self._rss_bytes() * self._ram_w_per_byte))
         return out
 
     def _rss_bytes(self) -> int:

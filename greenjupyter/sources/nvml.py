@@ -6,7 +6,7 @@ import os
 import time
 
 from ..errors import SourceUnavailable
-from .base import NAN, Source
+from .base import NAN, PowerIntegral, Source
 
 # The energy counter's update period is not documented; reports range from 10 to 100 ms.
 COUNTER_PERIOD_S = 0.1
@@ -34,8 +34,7 @@ class NvmlSource(Source):
         self.power_error_w = tuple(0.0 if c else POWER_ERROR_W for c in self.has_counter)
         self.last_error = [""] * len(handles)
         self._base_mj = [0] * len(handles)
-        self._joules = [0.0] * len(handles)
-        self._last_power = [None] * len(handles)  # (perf_counter, watts) of the previous poll
+        self._integrals = [PowerIntegral() for _ in handles]
         for i, handle in enumerate(handles):
             if self.has_counter[i]:
                 self._base_mj[i] = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
@@ -47,7 +46,7 @@ class NvmlSource(Source):
         except self._nvml.NVMLError:
             return False
 
-    def read(self) -> list[float]:
+    def read(self, edge: bool = False) -> list[float]:
         nvml = self._nvml
         out = []
         for i, handle in enumerate(self._handles):
@@ -55,21 +54,17 @@ class NvmlSource(Source):
                 if self.has_counter[i]:
                     mj = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
                     out.append((mj - self._base_mj[i]) * 1e-3)
+                    continue
+                integral, now = self._integrals[i], time.perf_counter()
+                if edge and integral.polled:
+                    out.append(integral.at(now))
                 else:
-                    out.append(self._integrate(i, nvml.nvmlDeviceGetPowerUsage(handle) * 1e-3))
+                    out.append(integral.poll(now, nvml.nvmlDeviceGetPowerUsage(handle) * 1e-3))
             except nvml.NVMLError as error:
                 self.last_error[i] = str(error)
-                self._last_power[i] = None  # no integration across the gap
+                self._integrals[i].restart()  # no integration across the gap
                 out.append(NAN)
         return out
-
-    def _integrate(self, i: int, watts: float) -> float:
-        now = time.perf_counter()
-        previous = self._last_power[i]
-        if previous is not None:
-            self._joules[i] += (now - previous[0]) * (previous[1] + watts) / 2  # trapezoid
-        self._last_power[i] = (now, watts)
-        return self._joules[i]
 
     def describe(self) -> list[str]:
         lines = []

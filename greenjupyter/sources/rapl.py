@@ -99,7 +99,7 @@ class RaplSource(Source):
             raise SourceUnavailable(f"cannot read RAPL counters: {error}") from None
         self._total_uj = [0] * len(zones)
 
-    def read(self) -> list[float]:
+    def read(self, edge: bool = False) -> list[float]:
         out = []
         last, ranges, totals = self._last, self._ranges, self._total_uj
         for i, fd in enumerate(self._fds):

@@ -49,7 +49,6 @@ class FakeGpu:
         self.start_mj = start_mj
         self.error = None
         self.t0 = time.monotonic()
-        self.calls = 0
 
     def fail(self, code=NVML_ERROR_GPU_IS_LOST):
         self.error = code
@@ -61,7 +60,6 @@ class FakeGpu:
         return self.watts * (t1 - t0)
 
     def _check(self):
-        self.calls += 1
         if self.error is not None:
             raise NVMLError(self.error)
 

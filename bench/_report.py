@@ -1,0 +1,55 @@
+"""Figures, percentiles and the JSON result each benchmark writes to bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def percentile(values, q: float) -> float:
+    """Nearest-rank percentile, q in [0, 100]."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered))) - 1))]
+
+
+def figure(name: str, value: float, unit: str, limit: float | None = None, digits: int = 1) -> dict:
+    """One reported figure; with ``limit`` it has a target (value <= limit) and passes or fails."""
+    return {
+        "figure": name,
+        "value": value,
+        "unit": unit,
+        "result": f"{value:.{digits}f} {unit}",
+        "target": f"≤ {limit:g} {unit}" if limit is not None else None,
+        "pass": (value <= limit) if limit is not None else None,
+    }
+
+
+def machine() -> dict:
+    model = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def save(name: str, figures: list[dict], details: dict | None = None) -> Path:
+    """Print the figures and write bench/results/<name>.json."""
+    print(f"\n== {name} ==")
+    for f in figures:
+        verdict = "" if f["pass"] is None else ("  PASS" if f["pass"] else "  FAIL")
+        target = f"  (target {f['target']})" if f["target"] else ""
+        print(f"{f['figure']:<55} {f['result']:>14}{target}{verdict}")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "figures": figures,
+                                "details": details or {}}, indent=2) + "\n")
+    print(f"(written to {path.relative_to(RESULTS.parent.parent)})")
+    return path

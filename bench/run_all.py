@@ -1,0 +1,68 @@
+"""Run every benchmark, each in its own fresh process, then print one markdown table of the figures.
+
+    .venv/bin/python bench/run_all.py [name ...]
+
+Exits 1 when a benchmark script failed or a figure missed its target. The table is also
+written to bench/results/summary.md.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+from _report import RESULTS, machine
+
+BENCHMARKS = ["cell_overhead", "load_time", "sampler_cpu", "memory_growth", "codecarbon_compare"]
+
+
+def busy_percent(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over ``seconds`` (before a benchmark starts, that is other processes' load)."""
+    def sample():
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 100.0 * (1 - (idle1 - idle0) / max(1, total1 - total0))
+
+
+def main(names):
+    RESULTS.mkdir(exist_ok=True)
+    crashed, busy = {}, {}
+    for name in names:
+        busy[name] = busy_percent()
+        (RESULTS / f"{name}.json").unlink(missing_ok=True)
+        print(f"\n### {name}", flush=True)
+        started = time.perf_counter()
+        rc = subprocess.run([sys.executable, str(RESULTS.parent / f"{name}.py")], cwd=RESULTS.parent.parent,
+                            timeout=900).returncode
+        print(f"({name}: {time.perf_counter() - started:.0f} s, exit {rc}; CPUs {busy[name]:.0f}% busy just before)",
+              flush=True)
+        if rc != 0:
+            crashed[name] = rc
+
+    m = machine()
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}", "",
+             "| benchmark | figure | target | result | pass/fail |", "|---|---|---|---|---|"]
+    failed = bool(crashed)
+    for name in names:
+        if name in crashed:
+            lines.append(f"| {name} | script failed (exit {crashed[name]}) | | | FAIL |")
+            continue
+        for f in json.loads((RESULTS / f"{name}.json").read_text())["figures"]:
+            verdict = "info" if f["pass"] is None else ("pass" if f["pass"] else "FAIL")
+            failed |= f["pass"] is False
+            lines.append(f"| {name} | {f['figure']} | {f['target'] or '—'} | {f['result']} | {verdict} |")
+    noisy = [f"{n} ({busy[n]:.0f}%)" for n in names if busy[n] > 10]
+    if noisy:
+        lines += ["", "Other processes kept the CPUs busy just before: " + ", ".join(noisy)
+                  + "; timings from those may be inflated."]
+    table = "\n".join(lines)
+    print("\n" + table)
+    (RESULTS / "summary.md").write_text(table + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] or BENCHMARKS))
