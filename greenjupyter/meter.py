@@ -18,21 +18,17 @@ MAX_SAMPLES = 20_000
 
 @dataclass(slots=True)
 class Reading:
-    """Every counter at one moment: perf_counter time, joules per component, names, and how
-    many component failures the meter had logged by then."""
+    """Every counter at one moment: perf_counter time, wall-clock time, joules per component,
+    names, and how many component failures the meter had logged by then.
+
+    A window is two readings, its start and its stop; windows are independent, so they nest.
+    """
 
     t: float
+    wall: float
     values: list[float]
     faults: int
     components: tuple[str, ...]
-
-
-@dataclass(slots=True)
-class Window:
-    """A window's start; windows are independent, so they nest freely."""
-
-    wall0: float  # time.time() at the start
-    start: Reading
 
 
 class Meter:
@@ -98,10 +94,11 @@ class Meter:
             return self._read_locked(False)
 
     def snapshot(self) -> Reading:
-        """Return every counter now, with the fault counts that tell a component failed in between."""
+        """Return every counter now, as a window's edge (the start or the stop)."""
+        wall = time.time()
         with self._lock:
             t, values, components = self._read_locked(True)
-            return Reading(t, values, len(self._fault_log), components)
+            return Reading(t, wall, values, len(self._fault_log), components)
 
     def _read_locked(self, edge: bool):
         before = time.perf_counter()
@@ -119,18 +116,17 @@ class Meter:
                     self._fault_log.append(i)
         return t, values, self.components
 
-    def begin(self) -> Window:
+    def begin(self) -> Reading:
+        """Return the start of a window (waits for GPU detection the first time)."""
         if not self._ready.is_set():
             self._ready.wait(10)
-        wall0 = time.time()
-        return Window(wall0, self.snapshot())
+        return self.snapshot()
 
-    def end(self, window: Window) -> Measurement:
-        return self.measurement(window, self.snapshot())
+    def end(self, start: Reading) -> Measurement:
+        return self.measurement(start, self.snapshot())
 
-    def measurement(self, window: Window, stop: Reading) -> Measurement:
-        """Return the Measurement of ``window`` closed by ``stop`` (this may run later, on any thread)."""
-        start = window.start
+    def measurement(self, start: Reading, stop: Reading) -> Measurement:
+        """Return the Measurement of the window from ``start`` to ``stop`` (later, on any thread, is fine)."""
         duration = stop.t - start.t
         recent, peak = self.sampler.window_stats(start.t, stop.t)
         recent_w = recent.watts if recent is not None and recent.components == stop.components else None
@@ -156,7 +152,7 @@ class Meter:
             uncertainty += watts * self._period[i] + self._power_error[i] * duration
         average = energy / duration if duration > 0 else 0.0
         return Measurement(
-            started_at=datetime.fromtimestamp(window.wall0, timezone.utc),
+            started_at=datetime.fromtimestamp(start.wall, timezone.utc),
             duration_s=duration,
             energy_j=energy,
             components=parts,

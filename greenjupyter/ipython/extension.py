@@ -75,8 +75,8 @@ class CellRecorder:
         self.listeners: list = []  # called with each new CellRecord, on whichever thread finishes it
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
-        self._open: list = []  # (window, info); a stack because run_cell can nest
-        self._closed: deque = deque()  # (window, stop reading, info, execution count, error name)
+        self._open: list = []  # (start reading, info); a stack because run_cell can nest
+        self._closed: deque = deque()  # (start, stop, info, execution count, error name)
         self._lock = threading.Lock()
 
     @property
@@ -98,11 +98,11 @@ class CellRecorder:
     def post_run_cell(self, result) -> None:
         if not self._open:  # the cell that loaded the extension had no start
             return
-        window, info = self._open.pop()
+        start, info = self._open.pop()
         try:
             error = result.error_in_exec or result.error_before_exec
             self._closed.append(
-                (window, self.meter.snapshot(), info, result.execution_count, error and type(error).__name__)
+                (start, self.meter.snapshot(), info, result.execution_count, error and type(error).__name__)
             )
             if len(self._closed) > QUEUE_LIMIT:
                 self.finish()
@@ -120,8 +120,8 @@ class CellRecorder:
                 except Exception as error:
                     notice("finish", f"could not record a cell ({error!r}); cells are not affected")
 
-    def _add(self, window, stop, info, execution_count, error) -> CellRecord:
-        measurement = self.meter.measurement(window, stop)
+    def _add(self, start, stop, info, execution_count, error) -> CellRecord:
+        measurement = self.meter.measurement(start, stop)
         record = CellRecord(
             measurement=measurement,
             execution_count=execution_count,
