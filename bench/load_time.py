@@ -7,6 +7,7 @@ sampler thread has finished too. Two machines: none (this one: no RAPL, no GPU) 
 two-socket RAPL tree. Also: ``python -X importtime -c "import greenjupyter"`` in a bare interpreter.
 """
 
+import compileall
 import json
 import os
 import statistics
@@ -75,6 +76,9 @@ def import_time_ms() -> tuple[float, float]:
 
 
 def main():
+    # An installed wheel has its bytecode compiled by pip; where PYTHONDONTWRITEBYTECODE is set
+    # an editable checkout has none, and every load would compile greenjupyter from source.
+    compileall.compile_dir(str(_hardware.ROOT / "greenjupyter"), quiet=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENJUPYTER_")}
     env["PYTHONPATH"] = str(_hardware.ROOT)
     figures, details = [], {}

@@ -43,10 +43,6 @@ class Sampler:
         self._previous = None
         self._thread = None
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def start(self, first: Callable[[], None] | None = None) -> None:
         """Start the thread; ``first`` runs on it before the first tick (slow set-up off the main thread)."""
         if self._thread is not None:

@@ -117,3 +117,15 @@ def test_no_gpus_is_reported_and_nvml_shut_down(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", module)
     assert detect_gpus().unavailable[0].reason == "NVML found no GPUs"
     assert module.state["shutdowns"] == 1
+
+
+def test_detect_finds_rapl_and_gpus_together(powercap, gpus):
+    from greenjupyter.sources import detect
+
+    found = detect(str(powercap.root))
+    assert [c for s in found.sources for c in s.components] == [
+        "cpu:package-0", "dram:0", "cpu:package-1", "dram:1", "gpu:0", "gpu:1",
+    ]
+    assert found.unavailable == []
+    for source in found.sources:
+        source.close()

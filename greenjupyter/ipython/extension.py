@@ -72,7 +72,6 @@ class CellRecorder:
         self.shell = shell
         self.meter = meter
         self.notebook = os.environ.get("JPY_SESSION_NAME")
-        self.listeners: list = []  # called with each new CellRecord, on whichever thread finishes it
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
         self._open: list = []  # (start reading, info); a stack because run_cell can nest
@@ -139,8 +138,6 @@ class CellRecorder:
                 f"{name} could not be read during cell [{execution_count}]; its energy is left out "
                 "of every cell where that happens (details: %carbon sources)",
             )
-        for listener in self.listeners:
-            listener(record)
         return record
 
     def _on_sample(self, sample) -> None:
