@@ -21,22 +21,12 @@ from _report import figure, save
 
 RUNS = 10
 CHILD = r"""
-import json, os, socket, subprocess, sys, time
+import json, sys, time
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
-counts = {"subprocess": 0, "fork": 0, "socket": 0, "connect": 0}
-def counting(kind, function):
-    def wrapper(*args, **kwargs):
-        counts[kind] += 1
-        return function(*args, **kwargs)
-    return wrapper
-subprocess.Popen.__init__ = counting("subprocess", subprocess.Popen.__init__)
-os.system = counting("subprocess", os.system)
-os.posix_spawn = counting("subprocess", os.posix_spawn)
-os.posix_spawnp = counting("subprocess", os.posix_spawnp)
-os.register_at_fork(before=lambda: counts.__setitem__("fork", counts["fork"] + 1))
-socket.socket.__init__ = counting("socket", socket.socket.__init__)
-socket.socket.connect = counting("connect", socket.socket.connect)
+sys.path.insert(0, "bench")
+import _spy
+counts = _spy.install()
 modules = set(sys.modules)
 t0 = time.perf_counter()
 shell.run_line_magic("load_ext", "greenjupyter")
@@ -55,7 +45,8 @@ print(json.dumps({"load_ms": (t1 - t0) * 1e3, "ready_ms": (t2 - t0) * 1e3, "coun
 def load_runs(env: dict) -> list[dict]:
     runs = []
     for _ in range(RUNS):
-        out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120,
+                             cwd=_hardware.ROOT)
         if out.returncode != 0:
             raise SystemExit(f"child failed:\n{out.stderr}")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
