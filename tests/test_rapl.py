@@ -54,6 +54,27 @@ def test_missing_tree_and_empty_tree_say_why(tmp_path):
         find_zones(str(tmp_path))
 
 
+def test_powercap_root_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SourceUnavailable, match="cannot list .*/file: Not a directory"):
+        find_zones(str(tmp_path / "file"))
+
+
+def test_a_zone_with_a_garbled_counter_is_left_out_and_the_rest_read(tmp_path):
+    fake = FakePowercap(tmp_path, SERVER)
+    (fake.root / "intel-rapl:1:0" / "energy_uj").write_text("not a number\n")
+    source = open_rapl(str(tmp_path))
+    assert source.components == ("cpu:package-0", "dram:0", "cpu:package-1")
+    assert any(n.startswith("intel-rapl:1:0: unreadable energy_uj") for n in source.notes)
+
+
+def test_no_readable_zone_means_unavailable(tmp_path):
+    fake = FakePowercap(tmp_path, SERVER[:1])
+    (fake.root / "intel-rapl:0" / "energy_uj").unlink()
+    with pytest.raises(SourceUnavailable, match="no RAPL zone could be read: intel-rapl:0: cannot open energy_uj"):
+        open_rapl(str(tmp_path))
+
+
 def test_zone_without_range_is_left_out(tmp_path):
     fake = FakePowercap(tmp_path, SERVER[:2])
     (fake.root / "intel-rapl:0:0" / "max_energy_range_uj").unlink()

@@ -34,6 +34,8 @@ def find_zones(root: str) -> tuple[list[Zone], list[str]]:
         raise SourceUnavailable(f"no powercap tree at {root} (no RAPL on this machine or in this container)") from None
     except PermissionError:
         raise SourceUnavailable(f"cannot list {root}: permission denied", _grant_hint(root)) from None
+    except OSError as error:
+        raise SourceUnavailable(f"cannot list {root}: {error.strerror}") from None
     zones, notes = [], []
     for entry in names:
         match = ZONE_NAME.match(entry)
@@ -76,28 +78,36 @@ class RaplSource(Source):
     kind = "rapl"
 
     def __init__(self, zones: list[Zone], notes: list[str] = ()):
-        self.zones = zones
         self.notes = list(notes)
-        self.components = tuple(z.component for z in zones)
-        self.update_period_s = (UPDATE_PERIOD_S,) * len(zones)
-        self.power_error_w = (0.0,) * len(zones)
-        self._fds: list[int] = []
-        try:
-            for zone in zones:
-                self._fds.append(os.open(os.path.join(zone.path, "energy_uj"), os.O_RDONLY))
-            self._ranges = [z.max_energy_range_uj for z in zones]
-            self._last = [int(os.pread(fd, 32, 0)) for fd in self._fds]
-        except PermissionError:
-            self.close()
-            raise SourceUnavailable(
-                f"RAPL counters under {os.path.dirname(zones[0].path)} are readable by root only "
-                "(Linux 5.10+ closed them to users)",
-                _grant_hint(os.path.dirname(zones[0].path)),
-            ) from None
-        except (OSError, ValueError) as error:
-            self.close()
-            raise SourceUnavailable(f"cannot read RAPL counters: {error}") from None
-        self._total_uj = [0] * len(zones)
+        self.zones, self._fds, self._last = [], [], []
+        for zone in zones:
+            try:
+                fd = os.open(os.path.join(zone.path, "energy_uj"), os.O_RDONLY)
+            except PermissionError:
+                self.close()
+                root = os.path.dirname(zone.path)
+                raise SourceUnavailable(
+                    f"RAPL counters under {root} are readable by root only (Linux 5.10+ closed them to users)",
+                    _grant_hint(root),
+                ) from None
+            except OSError as error:
+                self.notes.append(f"{os.path.basename(zone.path)}: cannot open energy_uj ({error.strerror}), left out")
+                continue
+            try:
+                self._last.append(int(os.pread(fd, 32, 0)))
+            except (OSError, ValueError) as error:
+                os.close(fd)
+                self.notes.append(f"{os.path.basename(zone.path)}: unreadable energy_uj ({error}), left out")
+                continue
+            self.zones.append(zone)
+            self._fds.append(fd)
+        if not self.zones:
+            raise SourceUnavailable("no RAPL zone could be read: " + "; ".join(self.notes[-len(zones):]))
+        self.components = tuple(z.component for z in self.zones)
+        self.update_period_s = (UPDATE_PERIOD_S,) * len(self.zones)
+        self.power_error_w = (0.0,) * len(self.zones)
+        self._ranges = [z.max_energy_range_uj for z in self.zones]
+        self._total_uj = [0] * len(self.zones)
 
     def read(self, edge: bool = False) -> list[float]:
         out = []
