@@ -49,6 +49,7 @@ class Meter:
         self._failing: set[int] = set()
         self._ready = threading.Event()
         self._ready.set()
+        self.detection = None  # what found the sources, and why others are missing (set by its owner)
         capacity = min(MAX_SAMPLES, max(1, int(history_s / sample_interval_s)))
         self.sampler = Sampler(self.read, sample_interval_s, capacity)
         self.add_sources(sources)

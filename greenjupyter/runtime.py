@@ -12,6 +12,7 @@ from .sources import Detection, detect_cpu_memory, detect_gpus
 
 _lock = threading.Lock()
 _meter: Meter | None = None
+_settings: Settings | None = None
 
 
 def get_meter(settings: Settings | None = None) -> Meter:
@@ -20,14 +21,13 @@ def get_meter(settings: Settings | None = None) -> Meter:
     CPU and memory sources are found at once; GPUs on the sampler thread, because loading
     NVML takes longer than ``%load_ext`` should.
     """
-    global _meter
+    global _meter, _settings
     with _lock:
         if _meter is None:
-            settings = settings or from_environment()
+            _settings = settings = settings or from_environment()
             detection = detect_cpu_memory(settings.powercap_root)
             meter = Meter(detection.sources, settings.sample_interval_s, settings.history_s)
             meter.detection = detection
-            meter.settings = settings
 
             def find_gpus():
                 gpus = detect_gpus()
@@ -39,6 +39,11 @@ def get_meter(settings: Settings | None = None) -> Meter:
             meter.start(late_setup=find_gpus)
             _meter = meter
         return _meter
+
+
+def current_settings() -> Settings:
+    """Return the settings the shared meter was made with (or would be made with now)."""
+    return _settings or from_environment()
 
 
 def shutdown() -> None:

@@ -13,7 +13,7 @@ def load(shell) -> None:
         return  # loading twice must not count twice
     try:
         meter = runtime.get_meter()
-        install(shell, meter, meter.settings.cells_kept)
+        install(shell, meter, runtime.current_settings().cells_kept)
         from .magics import CarbonMagics
 
         shell.register_magics(CarbonMagics(shell))
