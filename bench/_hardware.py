@@ -56,7 +56,7 @@ def install(rapl: bool = True, gpus: bool = True) -> Path | None:
 
 def check_components(meter, expected=EXPECTED) -> tuple[str, ...]:
     """Wait for GPU detection, print the meter's components and fail if any expected one is missing."""
-    meter.begin()  # waits for the sampler thread's GPU detection
+    meter.wait_ready()  # GPUs are found on the sampler thread
     components = meter.components
     print(f"components measured: {', '.join(components)}")
     missing = [c for c in expected if c not in components]

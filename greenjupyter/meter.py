@@ -83,7 +83,7 @@ class Meter:
 
     def close(self) -> None:
         self.sampler.stop()
-        self._ready.wait(10)
+        self.wait_ready()
         with self._lock:
             for source in self.sources:
                 source.close()
@@ -117,10 +117,14 @@ class Meter:
                     self._fault_log.append(i)
         return t, values, self.components
 
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until sources found on the sampler thread (GPUs) have been added."""
+        if not self._ready.is_set():
+            self._ready.wait(timeout)
+
     def begin(self) -> Reading:
         """Return the start of a window (waits for GPU detection the first time)."""
-        if not self._ready.is_set():
-            self._ready.wait(10)
+        self.wait_ready()
         return self.snapshot()
 
     def end(self, start: Reading) -> Measurement:

@@ -58,7 +58,7 @@ def shutdown() -> None:
 def sources() -> Detection:
     """Return what is measured, what is estimated, and why other sources are missing."""
     meter = get_meter()
-    meter.begin()  # waits for GPU detection to finish
+    meter.wait_ready()
     return meter.detection
 
 

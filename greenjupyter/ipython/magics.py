@@ -54,7 +54,7 @@ class CarbonMagics(Magics):
         if args.last < 1:
             raise UsageError(f"-n {args.last} must be a positive number of cells")
         if args.action == "sources":
-            recorder.meter.begin()  # waits for GPU detection to finish
+            recorder.meter.wait_ready()
             display(fmt.Text(str(recorder.meter.detection)))
         elif args.action == "cells":
             display(fmt.Text(fmt.cells_text(list(recorder.records)[-args.last:])))
