@@ -42,6 +42,7 @@ def main():
     _hardware.install(rapl=True, gpus=True)
     from IPython.core.interactiveshell import InteractiveShell
 
+    from greenjupyter import runtime
     from greenjupyter.ipython.extension import current_recorder
 
     shell = InteractiveShell.instance()
@@ -81,7 +82,7 @@ def main():
     # The sampler's history grows with time, not with cells: its size once the ring buffer is full.
     per_sample, capacity = sample_bytes(meter.sampler.samples[-1]), meter.sampler.samples.maxlen
     print(f"sampler history: {per_sample} B per sample; full ring buffer ({capacity} samples = "
-          f"{meter.settings.history_s:g} s) ~{per_sample * capacity / MB:.1f} MB, whatever the number of cells")
+          f"{runtime.get_settings().history_s:g} s) ~{per_sample * capacity / MB:.1f} MB, whatever the number of cells")
 
     save("memory_growth", [
         figure(f"RSS growth over {CELLS:,} cells", (rss1 - rss0) / MB, "MB", 5, 2),

@@ -7,24 +7,33 @@ from contextlib import ContextDecorator
 
 from .measurement import Measurement
 from .meter import Meter
-from .settings import Settings, from_environment
+from .settings import GreenJupyter, load
 from .sources import Detection, detect_cpu_memory, detect_gpus
 
 _lock = threading.Lock()
 _meter: Meter | None = None
-_settings: Settings | None = None
+_settings: GreenJupyter | None = None
 
 
-def get_meter(settings: Settings | None = None) -> Meter:
+def get_settings(config=None) -> GreenJupyter:
+    """Return the settings in force, reading config files (``config``) and the environment the first time."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = load(config)
+        return _settings
+
+
+def get_meter() -> Meter:
     """Return the shared Meter, creating it (and starting its sampler) on first use.
 
     CPU and memory sources are found at once; GPUs on the sampler thread, because loading
     NVML takes longer than ``%load_ext`` should.
     """
-    global _meter, _settings
+    global _meter
+    settings = get_settings()
     with _lock:
         if _meter is None:
-            _settings = settings = settings or from_environment()
             detection = detect_cpu_memory(settings.powercap_root)
             meter = Meter(detection.sources, settings.sample_interval_s, settings.history_s)
             meter.detection = detection
@@ -41,16 +50,11 @@ def get_meter(settings: Settings | None = None) -> Meter:
         return _meter
 
 
-def current_settings() -> Settings:
-    """Return the settings the shared meter was made with (or would be made with now)."""
-    return _settings or from_environment()
-
-
 def shutdown() -> None:
-    """Stop the sampler and close every source; the next use starts afresh."""
-    global _meter
+    """Stop the sampler and close every source; the next use reads settings and sources afresh."""
+    global _meter, _settings
     with _lock:
-        meter, _meter = _meter, None
+        meter, _meter, _settings = _meter, None, None
     if meter is not None:
         meter.close()
 

@@ -1,61 +1,154 @@
-"""Settings read from the environment (``GREENJUPYTER_<NAME>``), validated, with their origin."""
+"""Settings: one traitlets Configurable, fed by config files, the environment and ``%carbon config``.
+
+Later wins: defaults, then ``c.GreenJupyter.<name>`` in Jupyter/IPython config files, then
+``GREENJUPYTER_<NAME>`` environment variables, then ``%carbon config name=value``. Every value
+remembers where it came from. A bad value is refused with a message that names it and what
+would be accepted, and the previous value stays.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, field, fields
+
+from traitlets import Enum, Float, Int, TraitError, Unicode, validate
+from traitlets.config import Configurable
 
 from .errors import ConfigError
 from .notices import notice
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Settings in force. ``origin`` maps each name to where its value came from."""
-
-    powercap_root: str = "/sys/class/powercap"
-    sample_interval_s: float = 0.25
-    history_s: float = 3600.0  # how much live power history the sampler keeps
-    cells_kept: int = 1000  # cell records kept in memory (the store keeps all)
-    origin: dict = field(default_factory=dict, compare=False)
-
-
+# (low, high) for numeric settings; None means unbounded on that side.
 LIMITS = {
     "sample_interval_s": (0.01, 60.0),
     "history_s": (1.0, 86400.0),
     "cells_kept": (1, 1_000_000),
+    "pue": (1.0, 3.0),
+    "intensity_g_per_kwh": (0.0, 2000.0),
+    "embodied_kg": (0.0, None),
+    "lifetime_years": (0.1, 50.0),
 }
+# Settings the meter reads once, when it starts.
+NEEDS_RELOAD = ("powercap_root", "history_s", "cells_kept")
 
 
-def check(name: str, raw) -> object:
-    """Return ``raw`` converted to the type of setting ``name``; raise ConfigError naming what is accepted."""
-    known = {f.name: f for f in fields(Settings) if f.name != "origin"}
-    if name not in known:
-        raise ConfigError(f"unknown setting {name!r}; known settings: {', '.join(sorted(known))}")
-    kind = type(known[name].default)
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}") from None
+class GreenJupyter(Configurable):
+    """greenjupyter's settings; see the module docstring for where values come from."""
+
+    powercap_root = Unicode(
+        "/sys/class/powercap", help="Where Linux exposes the RAPL zones (powercap sysfs)."
+    ).tag(config=True)
+    sample_interval_s = Float(
+        0.25, help="Seconds between two readings of every source by the sampler (0.01 to 60)."
+    ).tag(config=True)
+    history_s = Float(3600.0, help="Seconds of power samples kept in memory (1 to 86400).").tag(config=True)
+    cells_kept = Int(1000, help="Cell records kept in memory; session totals count every cell.").tag(config=True)
+    region = Unicode(
+        "",
+        help="Where the electricity comes from: a country (FR, FRA, France), a US state (US-CA), a Canadian "
+        "province (CA-QC), a cloud region (us-central1, aws:eu-west-3). Empty: the cloud region from the "
+        "environment, else the time zone's country, else the world average.",
+    ).tag(config=True)
+    pue = Float(
+        None,
+        allow_none=True,
+        help="Power usage effectiveness of the facility (1.0 to 3.0). Empty: 1.0 on your own machine, "
+        "the provider's figure in a cloud region.",
+    ).tag(config=True)
+    intensity_g_per_kwh = Float(
+        None, allow_none=True, help="Grid carbon intensity in gCO2e/kWh, instead of the region's figure."
+    ).tag(config=True)
+    embodied_kg = Float(
+        0.0, help="Embodied emissions of this machine in kg CO2e, for the SCI embodied share; 0 turns it off."
+    ).tag(config=True)
+    lifetime_years = Float(4.0, help="Expected life of this machine in years, for the embodied share.").tag(
+        config=True
+    )
+    live_intensity = Enum(
+        ["", "electricitymaps", "ukci"],
+        default_value="",
+        help="Live grid intensity, opt-in: electricitymaps (token in ELECTRICITYMAPS_TOKEN) or ukci "
+        "(Great Britain, no key). Empty: embedded annual averages only.",
+    ).tag(config=True)
+    units = Enum(
+        ["auto", "metric", "imperial"], default_value="auto", help="Units for equivalents; auto follows the region."
+    ).tag(config=True)
+
+    @validate(*LIMITS)
+    def _within_limits(self, proposal):
+        value, (low, high) = proposal["value"], LIMITS[proposal["trait"].name]
+        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+            raise TraitError(f"out of range; accepted: {accepted(proposal['trait'].name)}")
+        return value
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.origin = {name: "default" for name in self.names()}
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return sorted(cls.class_trait_names(config=True))
+
+    def set(self, name: str, raw, origin: str) -> None:
+        """Set ``name`` from ``raw`` (a string or a value); raise ConfigError and keep the old value if bad."""
+        if name not in self.names():
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown setting {name!r}{hint} Known settings: {', '.join(self.names())}")
+        try:
+            setattr(self, name, _convert(self.traits()[name], raw))
+        except (TraitError, ValueError, TypeError) as error:
+            why = str(error) if str(error).startswith("out of range") else f"accepted: {accepted(name)}"
+            raise ConfigError(f"{name}={raw!r} is refused ({why})") from None
+        self.origin[name] = origin
+
+    def describe(self) -> list[tuple[str, object, str]]:
+        """Return (name, value, where it came from) for every setting."""
+        return [(name, getattr(self, name), self.origin[name]) for name in self.names()]
+
+
+def accepted(name: str) -> str:
+    trait = GreenJupyter.class_traits()[name]
+    if isinstance(trait, Enum):
+        return "one of " + ", ".join(repr(v) for v in trait.values)
     if name in LIMITS:
         low, high = LIMITS[name]
-        if not low <= value <= high:
-            raise ConfigError(f"{name}={raw!r} is out of range; accepted: {low:g} to {high:g}")
-    return value
+        kind = "a whole number" if isinstance(trait, Int) else "a number"
+        bounds = f"from {_number(low)}" + (f" to {_number(high)}" if high is not None else " up")
+        return f"{kind} {bounds}" + (", or empty for automatic" if trait.allow_none else "")
+    return "text"
 
 
-def from_environment(environ=os.environ) -> Settings:
-    """Return Settings from ``GREENJUPYTER_<NAME>`` variables; a bad value is reported and the default kept."""
-    values, origin = {}, {}
-    for f in fields(Settings):
-        if f.name == "origin":
-            continue
-        variable = f"GREENJUPYTER_{f.name.upper()}"
-        origin[f.name] = "default"
+def _number(x) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def _convert(trait, raw):
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if isinstance(trait, (Float, Int)):
+        if text.lower() in ("", "none", "auto") and trait.allow_none:
+            return None
+        return int(text) if isinstance(trait, Int) else float(text)
+    return text
+
+
+def load(config=None, environ=os.environ) -> GreenJupyter:
+    """Return settings from config files (``config``: a traitlets Config) then the environment.
+
+    A bad value is reported once and skipped; the default or earlier value stays.
+    """
+    settings = GreenJupyter()
+    layers = []
+    if config is not None and "GreenJupyter" in config:
+        layers += [(name, value, "config file") for name, value in config.GreenJupyter.items()]
+    for name in GreenJupyter.names():
+        variable = f"GREENJUPYTER_{name.upper()}"
         if variable in environ:
-            try:
-                values[f.name] = check(f.name, environ[variable])
-                origin[f.name] = f"environment {variable}"
-            except ConfigError as error:
-                notice(f"setting-{variable}", f"{variable}: {error}; using the default {f.default!r}")
-    return Settings(**values, origin=origin)
+            layers.append((name, environ[variable], f"environment {variable}"))
+    for name, value, origin in layers:
+        try:
+            settings.set(name, value, origin)
+        except ConfigError as error:
+            notice(f"setting-{origin}-{name}", f"{origin}: {error}; keeping {getattr(settings, name, None)!r}")
+    return settings

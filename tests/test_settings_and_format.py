@@ -8,12 +8,14 @@ import pytest
 import greenjupyter
 from greenjupyter import ConfigError, format as fmt
 from greenjupyter.measurement import Measurement
-from greenjupyter.settings import check, from_environment
+from traitlets.config import Config
+
+from greenjupyter.settings import load
 
 
 def test_environment_values_are_used_with_their_origin(monkeypatch):
     monkeypatch.setenv("GREENJUPYTER_SAMPLE_INTERVAL_S", "0.5")
-    settings = from_environment()
+    settings = load()
     assert settings.sample_interval_s == 0.5
     assert settings.origin["sample_interval_s"] == "environment GREENJUPYTER_SAMPLE_INTERVAL_S"
     assert settings.origin["cells_kept"] == "default"
@@ -21,17 +23,66 @@ def test_environment_values_are_used_with_their_origin(monkeypatch):
 
 @pytest.mark.parametrize(
     "value, message",
-    [("fast", "sample_interval_s='fast' is not a float"), ("0", "sample_interval_s='0' is out of range; accepted: 0.01 to 60")],
+    [
+        ("fast", "sample_interval_s='fast' is refused (accepted: a number from 0.01 to 60)"),
+        ("0", "sample_interval_s='0' is refused (out of range; accepted: a number from 0.01 to 60)"),
+    ],
 )
 def test_bad_environment_value_keeps_the_default_and_says_why(monkeypatch, capsys, value, message):
     monkeypatch.setenv("GREENJUPYTER_SAMPLE_INTERVAL_S", value)
-    assert from_environment().sample_interval_s == 0.25
+    assert load().sample_interval_s == 0.25
     assert message in capsys.readouterr().err
 
 
-def test_unknown_setting_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown setting 'regoin'; known settings: cells_kept, history_s"):
-        check("regoin", "FR")
+def test_later_layers_win_and_each_value_keeps_its_origin(monkeypatch):
+    config = Config()
+    config.GreenJupyter.pue = 1.3
+    config.GreenJupyter.region = "DE"
+    monkeypatch.setenv("GREENJUPYTER_REGION", "FR")
+    settings = load(config)
+    assert (settings.pue, settings.origin["pue"]) == (1.3, "config file")
+    assert (settings.region, settings.origin["region"]) == ("FR", "environment GREENJUPYTER_REGION")
+    settings.set("region", "us-central1", "%carbon config")
+    assert (settings.region, settings.origin["region"]) == ("us-central1", "%carbon config")
+
+
+def test_bad_config_file_value_is_reported_and_skipped(capsys):
+    config = Config()
+    config.GreenJupyter.pue = 0.8
+    assert load(config).pue is None
+    assert "config file: pue=0.8 is refused (out of range; accepted: a number from 1 to 3, or empty for automatic)" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    "name, raw, message",
+    [
+        ("pue", "-1", "pue='-1' is refused (out of range; accepted: a number from 1 to 3, or empty for automatic)"),
+        ("intensity_g_per_kwh", "lots", "intensity_g_per_kwh='lots' is refused (accepted: a number from 0 to 2,000"),
+        ("units", "furlongs", "units='furlongs' is refused (accepted: one of 'auto', 'metric', 'imperial')"),
+        ("cells_kept", "2.5", "cells_kept='2.5' is refused (accepted: a whole number from 1 to 1,000,000)"),
+    ],
+)
+def test_bad_values_name_the_value_and_what_is_accepted_and_keep_the_old_one(name, raw, message):
+    settings = load()
+    before = getattr(settings, name)
+    with pytest.raises(ConfigError) as caught:
+        settings.set(name, raw, "%carbon config")
+    assert str(caught.value).startswith(message)
+    assert getattr(settings, name) == before and settings.origin[name] == "default"
+
+
+def test_empty_means_automatic_for_optional_numbers():
+    settings = load()
+    settings.set("pue", "1.2", "%carbon config")
+    settings.set("pue", "", "%carbon config")
+    assert settings.pue is None
+
+
+def test_unknown_setting_suggests_and_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown setting 'regoin'; did you mean region\\? Known settings: cells_kept"):
+        load().set("regoin", "FR", "%carbon config")
 
 
 def test_measure_as_context_manager_and_decorator():

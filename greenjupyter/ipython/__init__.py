@@ -12,8 +12,9 @@ def load(shell) -> None:
     if current_recorder() is not None and current_recorder().shell is shell:
         return  # loading twice must not count twice
     try:
+        settings = runtime.get_settings(shell.config)
         meter = runtime.get_meter()
-        install(shell, meter, runtime.current_settings().cells_kept)
+        install(shell, meter, settings.cells_kept)
         from .magics import CarbonMagics
 
         shell.register_magics(CarbonMagics(shell))
