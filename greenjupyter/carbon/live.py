@@ -1,0 +1,271 @@
+"""Opt-in live grid carbon intensity: Electricity Maps, or the UK Carbon Intensity API.
+
+``LiveIntensity.current()`` never touches the network on the caller's thread: it answers from
+a cache and, when the cache is stale, starts one short fetch on a daemon thread. Every failure
+keeps the last good value and is told once per kind. ``urllib.request`` is imported only inside
+a fetch, so importing greenjupyter loads no network code.
+
+The Electricity Maps token is read from the environment at each fetch and goes only into the
+request header: it is never kept on an object, printed, or put in a message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..errors import ConfigError
+from ..notices import notice
+
+TOKEN_VARS = ("ELECTRICITYMAPS_TOKEN", "GREENJUPYTER_ELECTRICITYMAPS_TOKEN")
+MAX_BODY = 1 << 20  # a real answer is well under 1 KiB; never read an unbounded body
+MAX_RETRY_AFTER_S = 3600.0  # a server asking for more is not taken at its word
+
+
+@dataclass(frozen=True)
+class LiveReading:
+    """One grid carbon intensity fetched from a live provider."""
+
+    g_per_kwh: float
+    provider: str  # human name, e.g. "Electricity Maps"
+    zone: str
+    basis: str  # "lifecycle" (gCO2e/kWh) or "direct emissions only, actual|forecast" (gCO2/kWh)
+    fetched_at: datetime  # UTC
+    observed_at: str | None  # the provider's own timestamp for the value, as it sent it
+
+
+class LiveFailure(Exception):
+    """Why a fetch gave no reading. ``kind`` keys the one notice; ``detail`` is safe to show."""
+
+    def __init__(self, kind: str, detail: str, retry_after_s: float | None = None):
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _intensity(value, field: str) -> float:
+    """``value`` as g/kWh, or LiveFailure: it must be a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LiveFailure("bad-response", f"{field} missing or not a number")
+    if not math.isfinite(value) or value < 0:
+        raise LiveFailure("bad-response", f"{field} = {value!r} is not a valid intensity")
+    return float(value)
+
+
+def _token() -> str:
+    for name in TOKEN_VARS:
+        token = os.environ.get(name, "").strip()
+        if token:
+            return token
+    return ""
+
+
+class ElectricityMaps:
+    """``GET {base}/v3/carbon-intensity/latest?zone=Z`` with an ``auth-token`` header; lifecycle gCO2e/kWh."""
+
+    key = "electricitymaps"
+    name = "Electricity Maps"
+    default_base = "https://api.electricitymaps.com"
+    needs_token = True
+
+    def __init__(self, zone: str, base: str | None = None):
+        if not isinstance(zone, str) or not zone.strip():
+            raise ConfigError(f"Electricity Maps needs a zone such as 'FR' or 'US-CAL-CISO', not {zone!r}")
+        self.zone = zone.strip()
+        self.base = (base or self.default_base).rstrip("/")
+
+    def request(self) -> tuple[str, dict[str, str]]:
+        """(url, headers) for one fetch; LiveFailure('token-missing') before any request without a token."""
+        from urllib.parse import quote
+
+        token = _token()
+        if not token:
+            raise LiveFailure("token-missing", f"no API token: set {TOKEN_VARS[0]} (or {TOKEN_VARS[1]})")
+        url = f"{self.base}/v3/carbon-intensity/latest?zone={quote(self.zone, safe='')}"
+        return url, {"auth-token": token, "Accept": "application/json"}
+
+    def parse(self, payload) -> LiveReading:
+        if not isinstance(payload, dict):
+            raise LiveFailure("bad-response", "answer is not a JSON object")
+        value = _intensity(payload.get("carbonIntensity"), "carbonIntensity")
+        observed = payload.get("datetime")
+        observed = observed if isinstance(observed, str) else None
+        return LiveReading(value, self.name, self.zone, "lifecycle", _now(), observed)
+
+
+class UKCarbonIntensity:
+    """``GET {base}/intensity``, no key; Great Britain only; direct emissions only, gCO2/kWh."""
+
+    key = "ukci"
+    name = "UK Carbon Intensity API"
+    default_base = "https://api.carbonintensity.org.uk"
+    needs_token = False
+
+    def __init__(self, zone: str = "GB", base: str | None = None):
+        if not isinstance(zone, str) or zone.strip().upper() not in ("GB", "UK"):
+            raise ConfigError(f"the UK Carbon Intensity API covers Great Britain only (zone 'GB'), not {zone!r}")
+        self.zone = "GB"
+        self.base = (base or self.default_base).rstrip("/")
+
+    def request(self) -> tuple[str, dict[str, str]]:
+        return f"{self.base}/intensity", {"Accept": "application/json"}
+
+    def parse(self, payload) -> LiveReading:
+        try:
+            entry = payload["data"][0]
+            intensity = entry["intensity"]
+        except (KeyError, IndexError, TypeError):
+            raise LiveFailure("bad-response", "no data[0].intensity in the answer") from None
+        if not isinstance(intensity, dict):
+            raise LiveFailure("bad-response", "data[0].intensity is not an object")
+        # The settled value when there is one; the half-hour's forecast until then.
+        which = "actual" if intensity.get("actual") is not None else "forecast"
+        value = _intensity(intensity.get(which), f"intensity.{which}")
+        observed = entry.get("from")
+        observed = observed if isinstance(observed, str) else None
+        return LiveReading(value, self.name, self.zone, f"direct emissions only, {which}", _now(), observed)
+
+
+PROVIDERS = {ElectricityMaps.key: ElectricityMaps, UKCarbonIntensity.key: UKCarbonIntensity}
+
+
+def _http_failure(provider, code: int, retry_after: str | None) -> LiveFailure:
+    if code in (401, 403):
+        what = "token rejected" if provider.needs_token else "access refused"
+        return LiveFailure("token-rejected", f"HTTP {code}: {what}")
+    if code == 429:
+        try:
+            seconds = min(max(float(retry_after), 0.0), MAX_RETRY_AFTER_S) if retry_after else None
+        except ValueError:  # an HTTP date instead of seconds: fall back on our own back-off
+            seconds = None
+        return LiveFailure("rate-limited", "HTTP 429: rate limited", retry_after_s=seconds)
+    return LiveFailure("http-error", f"HTTP {code}")
+
+
+def fetch(provider, timeout_s: float) -> LiveReading:
+    """One blocking GET and parse. Raises LiveFailure for every way it can go wrong."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    url, headers = provider.request()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as response:
+            body = response.read(MAX_BODY)
+    except urllib.error.HTTPError as err:  # before URLError: it is one
+        failure = _http_failure(provider, err.code, err.headers.get("Retry-After") if err.headers else None)
+        err.close()
+        raise failure from None
+    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as err:
+        # A connect timeout comes wrapped in URLError; a read timeout comes bare.
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, TimeoutError):
+            raise LiveFailure("timeout", f"no answer within {timeout_s:g} s") from None
+        raise LiveFailure("unreachable", f"cannot connect: {reason}") from None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise LiveFailure("bad-response", "the answer is not JSON") from None
+    return provider.parse(payload)
+
+
+class LiveIntensity:
+    """A cached live intensity, refreshed in the background, that never makes its caller wait.
+
+    ``ttl_s``: how long a good reading is fresh. ``timeout_s``: per-request socket timeout.
+    ``retry_s``: the wait after a failed fetch. ``rate_limit_backoff_s``: the least wait after HTTP 429
+    (longer if the server's Retry-After says so).
+    """
+
+    def __init__(
+        self,
+        provider,
+        *,
+        ttl_s: float = 900.0,
+        timeout_s: float = 3.0,
+        retry_s: float = 60.0,
+        rate_limit_backoff_s: float = 300.0,
+    ):
+        self.provider = provider
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self.retry_s = retry_s
+        self.rate_limit_backoff_s = rate_limit_backoff_s
+        self._lock = threading.Lock()
+        self._reading: LiveReading | None = None
+        self._next_fetch = 0.0  # monotonic time before which no fetch starts (fresh cache, or back-off)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def current(self) -> LiveReading | None:
+        """The last good reading (None before the first); starts a background refresh when one is due."""
+        with self._lock:
+            due = time.monotonic() >= self._next_fetch
+            if due and self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._fetch, name="greenjupyter-live", daemon=True)
+                self._thread.start()
+            return self._reading
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for an in-flight fetch (tests, CLI); True when none is left running."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def close(self) -> None:
+        """Start no more fetches. An in-flight one is short and finishes on its own."""
+        with self._lock:
+            self._closed = True
+
+    def _fetch(self) -> None:
+        failure = reading = None
+        try:
+            reading = fetch(self.provider, self.timeout_s)
+        except LiveFailure as err:
+            failure = err
+        except Exception as err:  # a bug must neither pass silently nor escape the thread
+            failure = LiveFailure("error", f"unexpected {type(err).__name__}")
+        delay = self.ttl_s if failure is None else self._delay(failure)
+        with self._lock:
+            previous = self._reading
+            if reading is not None:
+                self._reading = reading
+            self._next_fetch = time.monotonic() + delay
+            self._thread = None
+        if failure is not None:
+            self._tell(failure, previous, delay)
+
+    def _delay(self, failure: LiveFailure) -> float:
+        if failure.kind == "rate-limited":
+            return max(self.rate_limit_backoff_s, failure.retry_after_s or 0.0)
+        return self.retry_s
+
+    def _tell(self, failure: LiveFailure, previous: LiveReading | None, delay: float) -> None:
+        if previous is not None:
+            fallback = f"keeping the last live value ({previous.g_per_kwh:g} g/kWh)"
+        else:
+            fallback = f"using the embedded average for {self.provider.zone}"
+        later = f"; next try in {delay:g} s" if failure.kind == "rate-limited" else ""
+        what = f"live carbon intensity from {self.provider.name} unavailable ({failure.detail}); {fallback}{later}"
+        notice(f"live:{self.provider.key}:{failure.kind}", what)
+
+
+def make_live(provider: str, zone: str, *, base: str | None = None, **kwargs) -> LiveIntensity:
+    """A LiveIntensity for ``provider`` ("electricitymaps" or "ukci") and ``zone``; kwargs go to LiveIntensity."""
+    cls = PROVIDERS.get(str(provider).strip().lower())
+    if cls is None:
+        raise ConfigError(f"unknown live intensity provider {provider!r}; accepted: {', '.join(PROVIDERS)}")
+    return LiveIntensity(cls(zone, base), **kwargs)
