@@ -31,6 +31,16 @@ def power(watts: float) -> str:
     return f"{watts / 1000:.3g} kW"
 
 
+def co2e(grams: float) -> str:
+    """Return e.g. '12.3 mg', '4.56 g', '7.8 kg' or '1.2 t' (of CO2e)."""
+    if grams != grams:
+        return "n/a"
+    for limit, scale, unit in ((1, 1e3, "mg"), (1e3, 1, "g"), (1e6, 1e-3, "kg")):
+        if abs(grams) < limit:
+            return f"{grams * scale:.3g} {unit}"
+    return f"{grams * 1e-6:.3g} t"
+
+
 def duration(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:.0f} µs"
@@ -71,17 +81,28 @@ def measurement_text(m: Measurement) -> str:
     parts = ", ".join(f"{name} {energy(j)}" for name, j in m.components.items())
     if m.failed_components:
         parts += f" · failed: {', '.join(m.failed_components)}"
-    return f"{head}\n  {parts}" if parts else head
+    lines = [head] + ([f"  {parts}"] if parts else [])
+    if m.co2e_g is not None:
+        lines.append(f"  {carbon_line(m.co2e_g, m.region, m.intensity_g_per_kwh, m.pue)}")
+    return "\n".join(lines)
+
+
+def carbon_line(grams, region, intensity, pue, units: str = "metric") -> str:
+    """Return e.g. '1.23 g CO2e · FR 56 g/kWh, PUE 1 · ≈ 10% of a smartphone charge, …'."""
+    from .carbon.equivalents import equivalents
+
+    same = ", ".join(e.text for e in equivalents(grams, units, 2))
+    return f"{co2e(grams)} CO2e · {region} {intensity:.4g} g/kWh, PUE {pue:g}" + (f" · {same}" if same else "")
 
 
 def measurement_html(m: Measurement) -> str:
     """Return a compact HTML block; every value is escaped."""
-    head, _, parts = measurement_text(m).partition("\n")
+    head, *rest = measurement_text(m).split("\n")
     tag = "estimated" if m.estimated else "measured"
     return (
         f'<div class="greenjupyter-measurement" data-kind="{tag}" style="font-family:monospace;font-size:90%">'
         f"⚡ {html.escape(head)}"
-        + (f'<br><span style="opacity:0.7">{html.escape(parts.strip())}</span>' if parts else "")
+        + "".join(f'<br><span style="opacity:0.7">{html.escape(line.strip())}</span>' for line in rest)
         + "</div>"
     )
 
@@ -107,7 +128,7 @@ class Text(str):
         printer.text(self)
 
 
-def totals_text(totals) -> str:
+def totals_text(totals, grid=None, units: str = "auto") -> str:
     if not totals.cells:
         return "greenjupyter: no cells measured yet in this session"
     lines = [
@@ -115,6 +136,11 @@ def totals_text(totals) -> str:
         f"{energy(totals.energy_j)} (avg {power(totals.energy_j / totals.duration_s if totals.duration_s else 0)}, "
         f"peak {power(totals.peak_power_w)})"
     ]
+    if grid is not None:
+        from .carbon.equivalents import units_for
+
+        lines.append(f"  {carbon_line(totals.co2e_g, grid.region, grid.g_per_kwh, grid.pue, units_for(grid.country, units))}")
+        lines += grid_lines(grid)
     for name, joules in sorted(totals.components.items(), key=lambda item: -item[1]):
         tag = "estimated" if name in totals.estimated_components else "measured"
         lines.append(f"  {name:<16}{energy(joules):>12}  {tag}")
@@ -139,3 +165,22 @@ def cells_text(records) -> str:
             f"{power(m.peak_power_w):>9}  {('estimated' if m.estimated else 'measured'):<10} {r.source_preview}{status}"
         )
     return "\n".join(lines)
+
+
+def grid_lines(grid) -> list[str]:
+    """Return where the region, intensity and PUE came from (location-based, annual average, lifecycle)."""
+    lines = [
+        f"  grid: {grid.name} ({grid.region}), {grid.g_per_kwh:.4g} gCO2e/kWh — {grid.intensity_source}; "
+        f"region: {grid.region_origin}",
+        f"  PUE {grid.pue:g}: {grid.pue_origin}",
+    ]
+    if grid.hint:
+        lines.append(f"  hint: {grid.hint}")
+    return lines
+
+
+def config_text(described, grid) -> str:
+    """Return every setting, its value and where it came from, then the grid that follows from them."""
+    width = max(len(name) for name, _, _ in described)
+    rows = [f"  {name:<{width}}  {value!r:<24} {origin}" for name, value, origin in described]
+    return "greenjupyter settings (name, value, where it came from)\n" + "\n".join(rows + grid_lines(grid))

@@ -13,6 +13,8 @@ from .sources import Detection, detect_cpu_memory, detect_gpus
 _lock = threading.Lock()
 _meter: Meter | None = None
 _settings: GreenJupyter | None = None
+_located: dict = {}  # region setting -> (GridIntensity, origin, hint); time zone and tables read once
+_live = None  # (provider, zone, LiveIntensity) while a live provider is configured
 
 
 def get_settings(config=None) -> GreenJupyter:
@@ -50,11 +52,43 @@ def get_meter() -> Meter:
         return _meter
 
 
+def current_grid(region: str | None = None):
+    """Return the Grid in force now (or for ``region``); see greenjupyter.carbon.context."""
+    from .carbon import context
+
+    settings = get_settings()
+    wanted = settings.region if region is None else region
+    if wanted not in _located:
+        _located[wanted] = context.locate(wanted)
+    found, origin, hint = _located[wanted]
+    grid = context.grid_for(settings, region, _live_for(settings, found), located=(found, origin, hint))
+    return grid
+
+
+def _live_for(settings, found):
+    """Return the live intensity source for the settings in force, starting or stopping it as they change."""
+    global _live
+    provider = settings.live_intensity
+    zone = found.region.split("-")[0] if provider == "electricitymaps" else "GB"
+    if _live is not None and _live[:2] != (provider, zone):
+        _live[2].close()
+        _live = None
+    if provider and _live is None:
+        from .carbon.live import make_live
+
+        _live = (provider, zone, make_live(provider, zone))
+    return _live[2] if _live else None
+
+
 def shutdown() -> None:
     """Stop the sampler and close every source; the next use reads settings and sources afresh."""
-    global _meter, _settings
+    global _meter, _settings, _live
     with _lock:
         meter, _meter, _settings = _meter, None, None
+        _located.clear()
+        if _live is not None:
+            _live[2].close()
+            _live = None
     if meter is not None:
         meter.close()
 

@@ -94,6 +94,10 @@ class GreenJupyter(Configurable):
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(f"unknown setting {name!r}{hint} Known settings: {', '.join(self.names())}")
+        if name == "region" and isinstance(raw, str) and raw.strip():
+            from .carbon.regions import lookup
+
+            lookup(raw)  # an unknown region is refused with the closest matches
         try:
             setattr(self, name, _convert(self.traits()[name], raw))
         except (TraitError, ValueError, TypeError) as error:

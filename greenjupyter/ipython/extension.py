@@ -7,7 +7,9 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..measurement import CellRecord
+from .. import runtime
+from ..carbon import context
+from ..measurement import CellRecord, Measurement
 from ..meter import Meter
 from ..notices import notice
 
@@ -30,6 +32,7 @@ class Totals:
     failed_cells: int = 0
     duration_s: float = 0.0
     energy_j: float = 0.0
+    co2e_g: float = 0.0
     components: dict = field(default_factory=dict)
     estimated_components: set = field(default_factory=set)
     failed_components: set = field(default_factory=set)
@@ -41,6 +44,7 @@ class Totals:
         self.failed_cells += not record.success
         self.duration_s += m.duration_s
         self.energy_j += m.energy_j
+        self.co2e_g += m.co2e_g or 0.0
         for name, joules in m.components.items():
             self.components[name] = self.components.get(name, 0.0) + joules
         if m.estimated:
@@ -120,7 +124,7 @@ class CellRecorder:
                     notice("finish", f"could not record a cell ({error!r}); cells are not affected")
 
     def _add(self, start, stop, info, execution_count, error) -> CellRecord:
-        measurement = self.meter.measurement(start, stop)
+        measurement = with_carbon(self.meter.measurement(start, stop))
         record = CellRecord(
             measurement=measurement,
             execution_count=execution_count,
@@ -157,6 +161,19 @@ class CellRecorder:
         if self._on_sample in self.meter.sampler.listeners:
             self.meter.sampler.listeners.remove(self._on_sample)
         self.finish()
+
+
+def with_carbon(measurement: Measurement, region: str | None = None) -> Measurement:
+    """Return ``measurement`` with its grams CO2e on the grid in force (or ``region``'s).
+
+    Carbon is a layer on top: if it fails, the energy is kept and the failure said once.
+    """
+    try:
+        grid = runtime.current_grid(region)
+        return context.footprint(measurement, grid, runtime.get_settings())
+    except Exception as error:
+        notice("carbon", f"could not work out CO2e ({error!r}); energy is still recorded")
+        return measurement
 
 
 def _first_line(source, limit: int = 80) -> str:

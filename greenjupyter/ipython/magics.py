@@ -10,9 +10,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from .. import format as fmt
-from .extension import current_recorder
+from .. import runtime
+from ..carbon import regions
+from ..errors import ConfigError
+from ..settings import NEEDS_RELOAD
+from .extension import current_recorder, with_carbon
 
-ACTIONS = ("totals", "sources", "cells")
+ACTIONS = ("totals", "sources", "cells", "config")
 
 
 @magics_class
@@ -23,11 +27,13 @@ class CarbonMagics(Magics):
         nargs="?",
         default="totals",
         help="line magic only: totals (default) for this session, sources (what is measured, "
-        "estimated or missing, and how to fix it), cells (a table of recent cells)",
+        "estimated or missing, and how to fix it), cells (a table of recent cells), config (settings)",
     )
+    @argument("assignments", nargs="*", metavar="NAME=VALUE", help="with config: settings to change")
     @argument("-q", "--quiet", action="store_true", help="cell magic: measure without showing the result")
     @argument("-o", "--output", metavar="NAME", help="cell magic: store the Measurement in the variable NAME")
     @argument("-n", "--last", type=int, default=20, metavar="N", help="with cells: show the last N cells (default 20)")
+    @argument("--region", metavar="REGION", help="cell magic: work out CO2e for this region instead (FR, US-CA, us-central1)")
     @line_cell_magic
     def carbon(self, line: str, cell: str | None = None):
         """Energy of this notebook's cells.
@@ -36,6 +42,8 @@ class CarbonMagics(Magics):
         %carbon                   totals for this kernel session
         %carbon sources           what is measured, what is estimated, what is missing
         %carbon cells [-n N]      the recent cells: #, duration, energy, avg/peak W, kind
+        %carbon config [NAME=VALUE ...]   every setting and where it came from, or change some
+        %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region)
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
         """
@@ -48,18 +56,47 @@ class CarbonMagics(Magics):
                 raise UsageError(f"%%carbon takes options only, not {args.action!r}; use it on its own line")
             if args.output is not None and not args.output.isidentifier():
                 raise UsageError(f"-o {args.output!r} is not a valid variable name")
+            if args.region is not None:
+                self._check_region(args.region)
             return self._measure_cell(cell, recorder.meter, args)
         if args.action not in ACTIONS:
             raise UsageError(f"unknown action {args.action!r}; accepted: {', '.join(ACTIONS)}")
         if args.last < 1:
             raise UsageError(f"-n {args.last} must be a positive number of cells")
-        if args.action == "sources":
+        if args.action != "config" and args.assignments:
+            raise UsageError(f"unexpected {' '.join(args.assignments)!r}; only %carbon config takes NAME=VALUE")
+        if args.action == "config":
+            self._config(args.assignments)
+        elif args.action == "sources":
             recorder.meter.wait_ready()
             display(fmt.Text(str(recorder.meter.detection)))
         elif args.action == "cells":
             display(fmt.Text(fmt.cells_text(list(recorder.records)[-args.last:])))
         else:
-            display(fmt.Text(fmt.totals_text(recorder.totals)))
+            display(fmt.Text(fmt.totals_text(recorder.totals, runtime.current_grid(), runtime.get_settings().units)))
+
+    def _check_region(self, region: str) -> None:
+        try:
+            regions.lookup(region)
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
+
+    def _config(self, assignments: list[str]) -> None:
+        """Show every setting with its origin, or apply NAME=VALUE pairs (a bad one changes nothing after it)."""
+        settings = runtime.get_settings()
+        for assignment in assignments:
+            name, sep, value = assignment.partition("=")
+            if not sep:
+                raise UsageError(f"{assignment!r} is not NAME=VALUE, e.g. %carbon config region=FR pue=1.1")
+            try:
+                settings.set(name.strip(), value, "%carbon config")
+            except ConfigError as error:
+                raise UsageError(str(error)) from None
+            if name.strip() == "sample_interval_s":
+                current_recorder().meter.sampler.interval_s = settings.sample_interval_s
+            elif name.strip() in NEEDS_RELOAD:
+                print(f"{name.strip()} applies from the next %reload_ext greenjupyter")
+        display(fmt.Text(fmt.config_text(settings.describe(), runtime.current_grid())))
 
     def _measure_cell(self, cell: str, meter, args):
         """Run ``cell`` like a cell (its last expression becomes the output), measured."""
@@ -77,7 +114,7 @@ class CarbonMagics(Magics):
             exec(body, shell.user_global_ns, shell.user_ns)
             return eval(tail, shell.user_global_ns, shell.user_ns) if tail is not None else None
         finally:
-            measurement = meter.end(window)
+            measurement = with_carbon(meter.end(window), args.region)
             if args.output:
                 shell.user_ns[args.output] = measurement
             if not args.quiet:

@@ -1,0 +1,87 @@
+"""Which grid a machine draws from, and the grams CO2e of a Measurement on it.
+
+Region, always with where it came from: the ``region`` setting, else a cloud region named
+by the environment, else the country of the machine's time zone, else the world average
+(with a hint to set it). Intensity: the ``intensity_g_per_kwh`` setting, else a live reading
+when one is configured and fresh, else the region's embedded annual average. PUE: the
+setting, else the cloud provider's figure, else 1.0 (a machine of your own).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..measurement import Measurement
+from . import regions
+from .footprint import embodied_g, operational_g
+
+SET_REGION_HINT = "set it with %carbon config region=FR (a country, US state, or cloud region)"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The grid in use: its intensity, the facility's PUE, and where each figure came from."""
+
+    region: str
+    name: str
+    g_per_kwh: float
+    pue: float
+    intensity_source: str  # e.g. "Ember 2024 via CO2.js, lifecycle, annual average"
+    region_origin: str  # e.g. "time zone Europe/Paris"
+    pue_origin: str
+    hint: str = ""
+
+    @property
+    def country(self) -> str | None:
+        head = self.region.split("-")[0]
+        return head if len(head) == 2 and head.isalpha() else None
+
+
+def locate(setting: str = "", environ=os.environ) -> tuple[regions.GridIntensity, str, str]:
+    """Return (the region's grid intensity, where the region came from, a hint or "")."""
+    if setting:
+        return regions.lookup(setting), "setting region", ""
+    cloud = regions.cloud_region_from_environment(environ)
+    if cloud:
+        return regions.lookup(cloud), "cloud region from the environment", ""
+    zone = regions.local_timezone()
+    country = regions.country_from_timezone(zone) if zone else None
+    if country:
+        try:
+            return regions.lookup(country), f"time zone {zone}", ""
+        except regions.UnknownRegion:
+            pass
+    return regions.lookup("world"), "no region known: world average", SET_REGION_HINT
+
+
+def grid_for(settings, region: str | None = None, live=None, located=None) -> Grid:
+    """Return the Grid for ``settings`` (or for ``region`` instead of the region setting).
+
+    ``located`` is what ``locate()`` returned for that region, when the caller keeps it.
+    """
+    found, origin, hint = located or locate(settings.region if region is None else region)
+    if region is not None:
+        origin = "this cell's --region"
+    elif settings.region:
+        origin = f"region from {settings.origin['region']}"
+    intensity, source = found.g_per_kwh, f"{found.source}, {found.basis}, annual average"
+    reading = live.current() if live is not None else None
+    if settings.intensity_g_per_kwh is not None:
+        intensity, source = settings.intensity_g_per_kwh, f"intensity_g_per_kwh from {settings.origin['intensity_g_per_kwh']}"
+    elif reading is not None:
+        intensity, source = reading.g_per_kwh, f"{reading.provider} live, {reading.basis}, fetched {reading.fetched_at:%H:%M} UTC"
+    if settings.pue is not None:
+        pue, pue_origin = settings.pue, f"pue from {settings.origin['pue']}"
+    elif found.pue is not None:
+        pue, pue_origin = found.pue, "the cloud provider's published PUE"
+    else:
+        pue, pue_origin = 1.0, "default for a machine of your own"
+    return Grid(found.region, found.name, intensity, pue, source, origin, pue_origin, hint)
+
+
+def footprint(m: Measurement, grid: Grid, settings) -> Measurement:
+    """Return ``m`` with its carbon fields filled: operational emissions plus any embodied share."""
+    grams = operational_g(m.energy_j, grid.pue, grid.g_per_kwh)
+    grams += embodied_g(m.duration_s, settings.embodied_kg, settings.lifetime_years)
+    return m.replace(co2e_g=grams, intensity_g_per_kwh=grid.g_per_kwh, region=grid.region, pue=grid.pue)
