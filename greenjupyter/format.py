@@ -32,10 +32,10 @@ def power(watts: float) -> str:
 
 
 def co2e(grams: float) -> str:
-    """Return e.g. '12.3 mg', '4.56 g', '7.8 kg' or '1.2 t' (of CO2e)."""
+    """Return e.g. '4.2 µg', '12.3 mg', '4.56 g', '7.8 kg' or '1.2 t' (of CO2e)."""
     if grams != grams:
         return "n/a"
-    for limit, scale, unit in ((1, 1e3, "mg"), (1e3, 1, "g"), (1e6, 1e-3, "kg")):
+    for limit, scale, unit in ((1e-3, 1e6, "µg"), (1, 1e3, "mg"), (1e3, 1, "g"), (1e6, 1e-3, "kg")):
         if abs(grams) < limit:
             return f"{grams * scale:.3g} {unit}"
     return f"{grams * 1e-6:.3g} t"

@@ -7,8 +7,8 @@ Inputs (only facts are taken from them; see the README this script writes):
   --codecarbon  the ``codecarbon`` package directory from its wheel (MIT):
                 ``pip download --no-deps codecarbon==3.3.2 -d T && unzip -q T/codecarbon-*.whl -d T/x``
   --co2js       the ``@tgwf/co2`` npm package directory: ``npm pack @tgwf/co2@0.19.0 && tar xzf tgwf-co2-0.19.0.tgz``
-Country names and ISO codes come from ``pycountry`` (``pip install pycountry``), used here only:
-greenjupyter never imports it.
+Country names and ISO codes come from ``pycountry`` (``pip install pycountry``; 26.2.16 was used),
+here only: greenjupyter never imports it.
 
 The region → location tables for AWS, Azure and Google Cloud below are written by hand from the
 providers' public region lists.
@@ -35,10 +35,11 @@ PUE = {
     "azure": (1.18, 2022, "Microsoft Azure blog 2022"),
 }
 PUE_CITATIONS = {
-    "aws": "AWS, global data-centre PUE for 2024, from AWS's sustainability reporting",
+    "aws": "AWS, global PUE for 2024 (figure and year as given in the project's reference notes)",
     "gcp": "Google, average annual PUE of its data centres in 2023 (Google 2024 Environmental Report)",
-    "azure": "Microsoft, global operating PUE of its datacenters (\"How Microsoft measures datacenter water and "
-             "energy use\", Azure blog, April 2022); the year is that of the publication",
+    "azure": "Microsoft, global datacenter PUE of about 1.18 (figure from the project's reference notes, "
+             "which give no year; 2022 is the year Microsoft first published its PUE figures, on the Azure "
+             "blog in April 2022, and has not been checked against Microsoft's current page)",
 }
 
 # Ember codes that ISO 3166 does not assign: Kosovo's XK is the user-assigned code in common use.
@@ -46,7 +47,7 @@ NON_ISO = {"XKX": ("XK", "Kosovo")}
 # A few everyday names that neither Ember nor ISO uses.
 EXTRA_NAMES = {
     "GB": ["UK", "Great Britain", "Britain", "England", "Scotland", "Wales", "Northern Ireland"],
-    "US": ["USA", "United States of America", "America"],
+    "US": ["USA"],
     "NL": ["Holland"],
     "TR": ["Turkey"],
     "CZ": ["Czech Republic"],
@@ -150,7 +151,8 @@ def country_rows(ember_path):
             other = [iso.name, getattr(iso, "official_name", "")]
         other += [entry["country_or_region"], *EXTRA_NAMES.get(alpha2, [])]
         other = [n for n in dict.fromkeys(other) if n and n != name]
-        rows.append([alpha2, alpha3, name, round(value, 2), year, "lifecycle", f"Ember {year} via CO2.js", ";".join(other)])
+        source = f"Ember {year} via CO2.js"
+        rows.append([alpha2, alpha3, name, round(value, 2), year, "lifecycle", source, ";".join(other)])
     return sorted(rows, key=lambda r: (r[0] != "WORLD", r[0]))
 
 
@@ -223,8 +225,7 @@ def cloud_rows(gcp_path):
 
 def write_csv(name, comment, header, rows):
     with open(OUT / name, "w", newline="", encoding="utf-8") as f:
-        for line in comment:
-            f.write(f"# {line}\n")
+        f.writelines(f"# {line}\n" for line in comment)
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
@@ -291,7 +292,7 @@ nuclear or gas. Every row says which it is in its `basis` column; compare like w
 
 | file | rows | what | source | year | basis | licence |
 |---|---|---|---|---|---|---|
-| `countries.csv` | {n_countries} | gCO2e/kWh per country (ISO alpha-2, alpha-3, name, other names), plus a `WORLD` row (the world aggregate, 472.94 for 2024) | Ember, Yearly Electricity Data, as extracted by the Green Web Foundation's CO2.js (`data/output/average-intensities.json`, commit 27cbe83); names and codes from ISO 3166 via `pycountry` (Debian iso-codes), Kosovo as `XK` | latest per country: 2022–2024 (`year` column) | lifecycle | Ember data: CC BY 4.0 (CO2.js's README still says CC BY-SA 4.0); attribute Ember and CO2.js. CO2.js code: Apache-2.0 (not used) |
+| `countries.csv` | {n_countries} | gCO2e/kWh per country (ISO alpha-2, alpha-3, name, other names), plus a `WORLD` row (the world aggregate, 472.94 for 2024) | Ember, Yearly Electricity Data, as extracted by the Green Web Foundation's CO2.js (`data/output/average-intensities.json`, commit 27cbe83); names and codes from ISO 3166 via `pycountry` (Debian iso-codes; LGPL-2.1, used by the build script only, never shipped or imported), Kosovo as `XK` (user-assigned code in common use) | latest per country: 2022–2024 (`year` column) | lifecycle | Ember data: CC BY 4.0 (CO2.js's README still says CC BY-SA 4.0); attribute Ember and CO2.js. CO2.js code: Apache-2.0 (not used) |
 | `subnational.csv` (US) | {n_us} | US states and DC | EPA eGRID2023, state annual CO2-equivalent total output emission rate (field `STC2ERTA`, lbs/MWh), from CodeCarbon's `data/private_infra/2023/usa_emissions.json` (codecarbon 3.3.2); converted with 1 lb/MWh = 0.453592 g/kWh | 2023 | direct (emissions from generation in the state) | US federal data: public domain; CodeCarbon: MIT, © CodeCarbon authors |
 | `subnational.csv` (Canada) | {n_canada} | Canadian provinces and territories | computed: for each province, Σ over coal, petroleum and natural gas of (share of generation, %) × (fuel's combustion factor: coal 995, petroleum 816, natural gas 743 g/kWh), ÷ the mix's stated total (%). Hydro, nuclear, wind, solar, biomass and other sources count 0 (no stack emissions; biogenic CO2 of biomass not counted). Shares: CodeCarbon's `data/private_infra/2023/canada_energy_mix.json`; factors: CodeCarbon's `carbon_intensity_per_source.json` (which cites the `energy-usage` project for them). The file does not name where the shares come from | 2023 (CodeCarbon's data year) | direct | CodeCarbon: MIT |
 | `subnational_odbl.csv` | {n_australia} | Australian states (the ACT is part of the NSW grid region) | Electricity Maps, yearly carbon intensity {EM_YEAR}, as republished in CO2.js 0.19.0 (`dist/esm/data/electricity-maps/yearly_{EM_YEAR}.js`) | {EM_YEAR} | lifecycle | **ODbL 1.0** (Open Database License): attribute Electricity Maps; this file, as a derived database, stays under the ODbL. Kept apart from the other tables so that it can be dropped; without it, Australian cloud regions fall back to the Australia row of `countries.csv` |

@@ -105,7 +105,11 @@ def test_world_average_comes_with_a_hint(shell):
     assert "hint: set it with %carbon config region=FR" in text
 
 
-def test_cell_result_shows_co2e_and_equivalents(shell):
-    run(shell, "%carbon config region=FR")
-    text = text_of(shell, "%%carbon\nsum(range(100000))")
-    assert "CO2e · FR" in text and "of a smartphone charge" in text
+def test_cell_result_shows_co2e_with_the_embodied_share_and_equivalents(shell):
+    # 25 t embodied over 4 years is 0.198 mg per ms of use: a 0.1 s cell carries ~20 mg.
+    run(shell, "%carbon config region=FR embodied_kg=25000 lifetime_years=4")
+    text = text_of(shell, "%%carbon -o m\nimport time\ntime.sleep(0.1)")
+    m = shell.user_ns["m"]
+    embodied = 25000e3 * m.duration_s / (4 * 365.25 * 86400)
+    assert m.co2e_g == pytest.approx(operational_g(m.energy_j, 1.0, lookup("FR").g_per_kwh) + embodied)
+    assert "CO2e · FR" in text and "% of a smartphone charge" in text

@@ -45,5 +45,14 @@ def test_imperial_regions_drive_in_miles():
     assert math.isclose(distance.count, 3.0)
 
 
-def test_no_equivalents_for_nothing():
+def test_no_equivalents_for_nothing_or_next_to_nothing():
     assert equivalents(0.0) == [] and equivalents(float("nan")) == []
+    # 2.6 µg: under a hundredth of a percent of a phone charge (12.4 g) and of 10 cm driven.
+    assert equivalents(2.6e-6) == []
+
+
+@pytest.mark.parametrize("grams, text", [(2.59e-6, "2.59 µg"), (0.0123, "12.3 mg"), (4.56, "4.56 g"), (7800, "7.8 kg"), (1.2e6, "1.2 t")])
+def test_co2e_units(grams, text):
+    from greenjupyter.format import co2e
+
+    assert co2e(grams) == text

@@ -50,6 +50,8 @@ def units_for(region_country: str | None, setting: str = "auto") -> str:
     return "imperial" if region_country in IMPERIAL else "metric"
 
 
+# Below a hundredth of a percent of one unit an equivalent says nothing; none is shown.
+MIN_SHARE = 1e-4
 # Which equivalents read naturally, by amount: a share of a phone charge for milligrams,
 # distance driven for kilograms, flights for tonnes.
 PREFERENCE = (
@@ -71,6 +73,8 @@ def equivalents(co2e_g: float, units: str = "metric", how_many: int = 3) -> list
         if key in rows:
             row = rows[key]
             count = co2e_g / float(row["grams_per_unit"])
+            if count < MIN_SHARE:
+                continue
             found.append(Equivalent(key, count, row["unit"], row["one"], row["source"], int(row["year"])))
     return found[:how_many]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from ..errors import ConfigError
 
@@ -55,7 +55,10 @@ def lookup(text: str) -> GridIntensity:
 
 
 def _unknown_message(text: str, key: str, index: dict[str, GridIntensity]) -> str:
-    examples = "a country (FR, France), a US state (US-CA, California), a Canadian province (CA-QC) or a cloud region (gcp:us-central1, aws:eu-west-3, azure:westeurope)"
+    examples = (
+        "a country (FR, France), a US state (US-CA, California), a Canadian province (CA-QC) "
+        "or a cloud region (gcp:us-central1, aws:eu-west-3, azure:westeurope)"
+    )
     if not key:
         return f"no region given; give {examples}"
     import difflib  # only on this error path
@@ -127,7 +130,8 @@ def _cloud_grid(row: dict[str, str], provider: str, region: str, index: dict) ->
         return _grid(row["code"], label, row, pue)
     # Otherwise the grid of the region's location; a state left out of a build falls back to its country.
     grid = index.get(row["grid"].lower()) or index[row["grid"].split("-")[0].lower()]
-    return GridIntensity(row["code"], f"{label} → {grid.name} grid", grid.g_per_kwh, grid.basis, grid.year, grid.source, pue)
+    name = f"{label} → {grid.name} grid"
+    return GridIntensity(row["code"], name, grid.g_per_kwh, grid.basis, grid.year, grid.source, pue)
 
 
 def country_from_timezone(tz: str, zoneinfo_dirs: tuple[str, ...] | None = None) -> str | None:
@@ -149,11 +153,11 @@ def _default_zoneinfo_dirs() -> tuple[str, ...]:
     import importlib.util  # find_spec locates the tzdata package without importing it
 
     spec = importlib.util.find_spec("tzdata")
-    packaged = [os.path.join(d, "zoneinfo") for d in spec.submodule_search_locations] if spec and spec.submodule_search_locations else []
+    packaged = [os.path.join(d, "zoneinfo") for d in (spec.submodule_search_locations or [])] if spec else []
     return (*packaged, *ZONEINFO_DIRS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _zone_table(dirs: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
     """(zone -> country, old zone name -> current one) from the first directory that has a table."""
     for d in dirs:
