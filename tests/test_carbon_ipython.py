@@ -113,3 +113,68 @@ def test_cell_result_shows_co2e_with_the_embodied_share_and_equivalents(shell):
     embodied = 25000e3 * m.duration_s / (4 * 365.25 * 86400)
     assert m.co2e_g == pytest.approx(operational_g(m.energy_j, 1.0, lookup("FR").g_per_kwh) + embodied)
     assert "CO2e · FR" in text and "% of a smartphone charge" in text
+
+
+def test_jupyter_config_file_values_are_used_with_their_origin(monkeypatch):
+    from traitlets.config import Config
+
+    shell = InteractiveShell.instance()
+    saved = shell.config
+    config = Config(saved)
+    config.GreenJupyter.region = "DE"
+    config.GreenJupyter.pue = 1.25
+    monkeypatch.setattr(shell, "config", config)
+    shell.run_cell("%load_ext greenjupyter")
+    try:
+        settings = greenjupyter.runtime.get_settings()
+        assert (settings.region, settings.origin["region"]) == ("DE", "config file")
+        grid = greenjupyter.runtime.current_grid()
+        assert (grid.region, grid.pue, grid.pue_origin) == ("DE", 1.25, "pue from config file")
+    finally:
+        shell.run_cell("%unload_ext greenjupyter")
+
+
+def test_live_intensity_is_used_when_fresh_and_falls_back_with_one_notice(shell, monkeypatch, capsys):
+    """Live readings come from a local server standing in for Electricity Maps."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from greenjupyter import runtime
+    from greenjupyter.carbon import live
+
+    answers = [(200, {"zone": "FR", "carbonIntensity": 31, "datetime": "2026-11-23T17:00:00Z"}), (401, {})]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = answers[0]
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    real_make_live = live.make_live
+    monkeypatch.setattr(live, "make_live", lambda provider, zone: real_make_live(provider, zone, base=base, ttl_s=0.0))
+    monkeypatch.setenv("ELECTRICITYMAPS_TOKEN", "secret-token")
+    monkeypatch.setenv("no_proxy", "*")
+    try:
+        run(shell, "%carbon config region=FR live_intensity=electricitymaps")
+        runtime.current_grid()  # starts the first fetch in the background
+        runtime._live[2].wait(5)
+        grid = runtime.current_grid()
+        assert grid.g_per_kwh == 31.0 and grid.intensity_source.startswith("Electricity Maps live, lifecycle")
+        answers.pop(0)  # from now on the token is rejected
+        runtime._live[2].wait(5)
+        runtime.current_grid()
+        runtime._live[2].wait(5)
+        assert runtime.current_grid().g_per_kwh == 31.0  # the last good value stays
+        err = capsys.readouterr().err
+        assert err.count("token rejected") == 1 and "secret-token" not in err
+    finally:
+        server.shutdown()
