@@ -83,8 +83,18 @@ def measurement_text(m: Measurement) -> str:
         parts += f" · failed: {', '.join(m.failed_components)}"
     lines = [head] + ([f"  {parts}"] if parts else [])
     if m.co2e_g is not None:
-        lines.append(f"  {carbon_line(m.co2e_g, m.region, m.intensity_g_per_kwh, m.pue)}")
+        lines.append(f"  {carbon_line(m.co2e_g, m.region, m.intensity_g_per_kwh, m.pue, _units_of(m.region))}")
     return "\n".join(lines)
+
+
+def _units_of(region) -> str:
+    from .carbon.equivalents import units_for
+    from .carbon.regions import UnknownRegion, lookup
+
+    try:
+        return units_for(lookup(region).country)
+    except UnknownRegion:
+        return "metric"
 
 
 def carbon_line(grams, region, intensity, pue, units: str = "metric") -> str:

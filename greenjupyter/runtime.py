@@ -69,7 +69,7 @@ def _live_for(settings, found):
     """Return the live intensity source for the settings in force, starting or stopping it as they change."""
     global _live
     provider = settings.live_intensity
-    zone = found.region.split("-")[0] if provider == "electricitymaps" else "GB"
+    zone = (found.country or "") if provider == "electricitymaps" else "GB"
     if _live is not None and _live[:2] != (provider, zone):
         _live[2].close()
         _live = None

@@ -30,12 +30,8 @@ class Grid:
     intensity_source: str  # e.g. "Ember 2024 via CO2.js, lifecycle, annual average"
     region_origin: str  # e.g. "time zone Europe/Paris"
     pue_origin: str
+    country: str | None = None
     hint: str = ""
-
-    @property
-    def country(self) -> str | None:
-        head = self.region.split("-")[0]
-        return head if len(head) == 2 and head.isalpha() else None
 
 
 def locate(setting: str = "", environ=os.environ) -> tuple[regions.GridIntensity, str, str]:
@@ -77,7 +73,7 @@ def grid_for(settings, region: str | None = None, live=None, located=None) -> Gr
         pue, pue_origin = found.pue, "the cloud provider's published PUE"
     else:
         pue, pue_origin = 1.0, "default for a machine of your own"
-    return Grid(found.region, found.name, intensity, pue, source, origin, pue_origin, hint)
+    return Grid(found.region, found.name, intensity, pue, source, origin, pue_origin, found.country, hint)
 
 
 def footprint(m: Measurement, grid: Grid, settings) -> Measurement:

@@ -36,6 +36,7 @@ class GridIntensity:
     year: int
     source: str  # short citation, e.g. "Ember 2024 via CO2.js"
     pue: float | None = None  # the provider's PUE for a cloud region, else None
+    country: str | None = None  # ISO alpha-2 of the grid's country (for units, live zones); None for WORLD
 
 
 class UnknownRegion(ConfigError):
@@ -119,19 +120,24 @@ def _build_index() -> dict[str, GridIntensity]:
     return index
 
 
-def _grid(code: str, name: str, row: dict[str, str], pue: float | None = None) -> GridIntensity:
-    return GridIntensity(code, name, float(row["g_per_kwh"]), row["basis"], int(row["year"]), row["source"], pue)
+def _grid(code: str, name: str, row: dict[str, str], pue: float | None = None, country: str | None = None) -> GridIntensity:
+    if country is None and code != "WORLD" and ":" not in code:
+        country = code.split("-")[0]
+    return GridIntensity(
+        code, name, float(row["g_per_kwh"]), row["basis"], int(row["year"]), row["source"], pue, country
+    )
 
 
 def _cloud_grid(row: dict[str, str], provider: str, region: str, index: dict) -> GridIntensity:
     label = f"{PROVIDER_LABELS[provider]} {region}" + (f" ({row['location']})" if row["location"] else "")
     pue = float(row["pue"])
+    country = row["grid"].split("-")[0] or None
     if row["g_per_kwh"]:  # the provider publishes the region's own figure (Google)
-        return _grid(row["code"], label, row, pue)
+        return _grid(row["code"], label, row, pue, country)
     # Otherwise the grid of the region's location; a state left out of a build falls back to its country.
     grid = index.get(row["grid"].lower()) or index[row["grid"].split("-")[0].lower()]
     name = f"{label} → {grid.name} grid"
-    return GridIntensity(row["code"], name, grid.g_per_kwh, grid.basis, grid.year, grid.source, pue)
+    return GridIntensity(row["code"], name, grid.g_per_kwh, grid.basis, grid.year, grid.source, pue, grid.country)
 
 
 def country_from_timezone(tz: str, zoneinfo_dirs: tuple[str, ...] | None = None) -> str | None:
