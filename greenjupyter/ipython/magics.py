@@ -96,7 +96,9 @@ class CarbonMagics(Magics):
                 current_recorder().meter.sampler.interval_s = settings.sample_interval_s
             elif name.strip() in NEEDS_RELOAD:
                 print(f"{name.strip()} applies from the next %reload_ext greenjupyter")
-        display(fmt.Text(fmt.config_text(settings.describe(), runtime.current_grid())))
+        changed = {a.partition("=")[0].strip() for a in assignments}
+        described = [row for row in settings.describe() if not changed or row[0] in changed]
+        display(fmt.Text(fmt.config_text(described, runtime.current_grid())))
 
     def _measure_cell(self, cell: str, meter, args):
         """Run ``cell`` like a cell (its last expression becomes the output), measured."""
