@@ -7,6 +7,7 @@ from contextlib import ContextDecorator
 
 from .measurement import Measurement
 from .meter import Meter
+from .notices import notice
 from .settings import GreenJupyter, load
 from .sources import Detection, detect_cpu_memory, detect_gpus
 
@@ -65,6 +66,20 @@ def current_grid(region: str | None = None):
     return grid
 
 
+def with_carbon(measurement: Measurement, region: str | None = None) -> Measurement:
+    """Return ``measurement`` with its grams CO2e on the grid in force (or ``region``'s).
+
+    Carbon is a layer on top: if it fails, the energy is kept and the failure said once.
+    """
+    from .carbon import context
+
+    try:
+        return context.footprint(measurement, current_grid(region), get_settings())
+    except Exception as error:
+        notice("carbon", f"could not work out CO2e ({error!r}); energy is still recorded")
+        return measurement
+
+
 def _live_for(settings, found):
     """Return the live intensity source for the settings in force, starting or stopping it as they change."""
     global _live
@@ -119,7 +134,7 @@ class measure(ContextDecorator):
 
     def __exit__(self, *exc) -> bool:
         meter, window = self._windows.pop()
-        self.result = meter.end(window)
+        self.result = with_carbon(meter.end(window))
         return False
 
     def __getattr__(self, name):

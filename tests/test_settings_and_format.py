@@ -89,6 +89,7 @@ def test_measure_as_context_manager_and_decorator():
     with greenjupyter.measure() as m:
         time.sleep(0.05)
     assert isinstance(m.result, Measurement) and m.duration_s >= 0.05 and m.energy_j >= 0
+    assert m.region is not None and m.co2e_g == pytest.approx(m.energy_j / 3.6e6 * m.pue * m.intensity_g_per_kwh)
 
     measured = greenjupyter.measure()
 

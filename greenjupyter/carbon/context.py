@@ -61,7 +61,7 @@ def grid_for(settings, region: str | None = None, live=None, located=None) -> Gr
         origin = "this cell's --region"
     elif settings.region:
         origin = f"region from {settings.origin['region']}"
-    intensity, source = found.g_per_kwh, f"{found.source}, {found.basis}, annual average"
+    intensity, source = found.g_per_kwh, f"{found.source}, {found.basis}, annual average, location-based"
     reading = live.current() if live is not None else None
     if settings.intensity_g_per_kwh is not None:
         intensity, source = settings.intensity_g_per_kwh, f"intensity_g_per_kwh from {settings.origin['intensity_g_per_kwh']}"

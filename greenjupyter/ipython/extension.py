@@ -8,8 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .. import runtime
-from ..carbon import context
-from ..measurement import CellRecord, Measurement
+from ..measurement import CellRecord
 from ..meter import Meter
 from ..notices import notice
 
@@ -124,7 +123,7 @@ class CellRecorder:
                     notice("finish", f"could not record a cell ({error!r}); cells are not affected")
 
     def _add(self, start, stop, info, execution_count, error) -> CellRecord:
-        measurement = with_carbon(self.meter.measurement(start, stop))
+        measurement = runtime.with_carbon(self.meter.measurement(start, stop))
         record = CellRecord(
             measurement=measurement,
             execution_count=execution_count,
@@ -161,19 +160,6 @@ class CellRecorder:
         if self._on_sample in self.meter.sampler.listeners:
             self.meter.sampler.listeners.remove(self._on_sample)
         self.finish()
-
-
-def with_carbon(measurement: Measurement, region: str | None = None) -> Measurement:
-    """Return ``measurement`` with its grams CO2e on the grid in force (or ``region``'s).
-
-    Carbon is a layer on top: if it fails, the energy is kept and the failure said once.
-    """
-    try:
-        grid = runtime.current_grid(region)
-        return context.footprint(measurement, grid, runtime.get_settings())
-    except Exception as error:
-        notice("carbon", f"could not work out CO2e ({error!r}); energy is still recorded")
-        return measurement
 
 
 def _first_line(source, limit: int = 80) -> str:

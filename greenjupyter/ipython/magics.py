@@ -14,7 +14,7 @@ from .. import runtime
 from ..carbon import regions
 from ..errors import ConfigError
 from ..settings import NEEDS_RELOAD
-from .extension import current_recorder, with_carbon
+from .extension import current_recorder
 
 ACTIONS = ("totals", "sources", "cells", "config")
 
@@ -116,7 +116,7 @@ class CarbonMagics(Magics):
             exec(body, shell.user_global_ns, shell.user_ns)
             return eval(tail, shell.user_global_ns, shell.user_ns) if tail is not None else None
         finally:
-            measurement = with_carbon(meter.end(window), args.region)
+            measurement = runtime.with_carbon(meter.end(window), args.region)
             if args.output:
                 shell.user_ns[args.output] = measurement
             if not args.quiet:
