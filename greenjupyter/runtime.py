@@ -84,6 +84,9 @@ def _live_for(settings, found):
     """Return the live intensity source for the settings in force, starting or stopping it as they change."""
     global _live
     provider = settings.live_intensity
+    if provider == "ukci" and found.country != "GB":
+        notice("live-ukci-region", f"live_intensity=ukci covers Great Britain only; {found.region} keeps its embedded figure")
+        provider = ""
     zone = (found.country or "") if provider == "electricitymaps" else "GB"
     if _live is not None and _live[:2] != (provider, zone):
         _live[2].close()

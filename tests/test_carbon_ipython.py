@@ -178,3 +178,12 @@ def test_live_intensity_is_used_when_fresh_and_falls_back_with_one_notice(shell,
         assert err.count("token rejected") == 1 and "secret-token" not in err
     finally:
         server.shutdown()
+
+
+def test_uk_live_intensity_is_not_applied_outside_great_britain(shell, capsys):
+    from greenjupyter import runtime
+
+    run(shell, "%carbon config region=FR live_intensity=ukci")
+    grid = runtime.current_grid()
+    assert grid.g_per_kwh == lookup("FR").g_per_kwh and runtime._live is None
+    assert "live_intensity=ukci covers Great Britain only; FR keeps its embedded figure" in capsys.readouterr().err

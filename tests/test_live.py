@@ -281,3 +281,11 @@ def test_import_loads_no_network_code():
     code = "import sys, greenjupyter.carbon.live; print('urllib.request' in sys.modules, 'http.client' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_a_reading_too_old_to_trust_gives_way_to_the_embedded_average(api):
+    intensity = live.make_live("electricitymaps", "FR", base=api.base, ttl_s=TTL, retry_s=10.0, max_age_s=0.3)
+    assert fetched(intensity).g_per_kwh == 56.0
+    api.em = (500, b"down", {})
+    time.sleep(0.35)
+    assert intensity.current() is None  # no fetch could refresh it in time

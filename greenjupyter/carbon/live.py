@@ -184,7 +184,8 @@ class LiveIntensity:
 
     ``ttl_s``: how long a good reading is fresh. ``timeout_s``: per-request socket timeout.
     ``retry_s``: the wait after a failed fetch. ``rate_limit_backoff_s``: the least wait after HTTP 429
-    (longer if the server's Retry-After says so).
+    (longer if the server's Retry-After says so). ``max_age_s``: past this a reading no live fetch
+    could refresh is dropped, and the embedded average applies again.
     """
 
     def __init__(
@@ -195,12 +196,15 @@ class LiveIntensity:
         timeout_s: float = 3.0,
         retry_s: float = 60.0,
         rate_limit_backoff_s: float = 300.0,
+        max_age_s: float = 3600.0,
     ):
         self.provider = provider
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self.rate_limit_backoff_s = rate_limit_backoff_s
+        self.max_age_s = max_age_s
+        self._reading_t = 0.0  # monotonic time of the last good reading
         self._lock = threading.Lock()
         self._reading: LiveReading | None = None
         self._next_fetch = 0.0  # monotonic time before which no fetch starts (fresh cache, or back-off)
@@ -214,6 +218,8 @@ class LiveIntensity:
             if due and self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._fetch, name="greenjupyter-live", daemon=True)
                 self._thread.start()
+            if self._reading is not None and time.monotonic() - self._reading_t > self.max_age_s:
+                return None
             return self._reading
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -242,7 +248,7 @@ class LiveIntensity:
         with self._lock:
             previous = self._reading
             if reading is not None:
-                self._reading = reading
+                self._reading, self._reading_t = reading, time.monotonic()
             self._next_fetch = time.monotonic() + delay
             self._thread = None
         if failure is not None:
