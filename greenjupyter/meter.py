@@ -63,6 +63,11 @@ class Meter:
             self._power_error = tuple(e for s in self.sources for e in s.power_error_w)
             self._estimated = tuple(s.estimated for s in self.sources for _ in s.components)
 
+    @property
+    def estimated_flags(self) -> tuple[bool, ...]:
+        """Return, per component, whether it is modelled rather than measured."""
+        return self._estimated
+
     def start(self, late_setup=None) -> None:
         """Start the sampler; ``late_setup()`` runs on its thread and returns sources to add.
 

@@ -8,10 +8,8 @@ import sys
 import nbclient
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
 
-KERNEL = "greenjupyter-test"
+from tests.kernels import kernel_environment, kernel_manager
 
 CELLS = [
     ("load", "%load_ext greenjupyter"),
@@ -45,21 +43,11 @@ def make_notebook():
     return nb
 
 
-def kernel_manager(tmp_path):
-    """A kernel on this very interpreter, whatever kernelspecs the machine has installed."""
-    spec = tmp_path / "kernels" / KERNEL
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
-    specs = KernelSpecManager(kernel_dirs=[str(spec.parent)], ensure_native_kernel=False)
-    return AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
-
-
 def run(tmp_path, send_cell_ids):
     nb = make_notebook()
     client = nbclient.NotebookClient(
         nb,
-        km=kernel_manager(tmp_path),
+        km=kernel_manager(tmp_path, asynchronous=True),
         timeout=60,
         startup_timeout=60,
         resources={"metadata": {"path": str(tmp_path)}},
@@ -71,9 +59,7 @@ def run(tmp_path, send_cell_ids):
             client.kc.session.metadata["cellId"] = cell.id
 
         client.on_cell_execute = tag_request
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENJUPYTER_")}
-    env["GREENJUPYTER_POWERCAP_ROOT"] = str(tmp_path / "no-powercap")  # deterministic on RAPL machines
-    client.execute(env=env)
+    client.execute(env=kernel_environment(tmp_path))
     report = [o for o in nb.cells[-1].outputs if o.output_type == "stream" and o.name == "stdout"]
     assert report, nb.cells[-1].outputs
     return nb, json.loads("".join(o.text for o in report))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import runtime
 from ..notices import forget, notice
+from . import stream
 from .extension import current_recorder, install, uninstall
 
 
@@ -14,10 +15,14 @@ def load(shell) -> None:
     try:
         settings = runtime.get_settings(shell.config)
         meter = runtime.get_meter()
-        install(shell, meter, settings.cells_kept)
+        recorder = install(shell, meter, settings.cells_kept)
         from .magics import CarbonMagics
 
         shell.register_magics(CarbonMagics(shell))
+        publish = stream.publisher(shell)
+        if publish is not None:  # a kernel: the sidebar listens
+            recorder.stream = stream.Stream(publish, recorder, grid=runtime.current_grid)
+            recorder.stream.start()
     except Exception as error:
         uninstall()
         runtime.shutdown()

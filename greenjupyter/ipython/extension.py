@@ -75,6 +75,8 @@ class CellRecorder:
         self.shell = shell
         self.meter = meter
         self.notebook = os.environ.get("JPY_SESSION_NAME")
+        self.listeners: list = []  # called with each finished CellRecord, on the thread that finishes it
+        self.stream = None  # the live stream to the sidebar, in a kernel
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
         self._open: list = []  # (start reading, info); a stack because run_cell can nest
@@ -90,6 +92,11 @@ class CellRecorder:
     def totals(self) -> Totals:
         self.finish()
         return self._totals
+
+    @property
+    def busy(self) -> bool:
+        """True while a cell runs."""
+        return bool(self._open)
 
     def pre_run_cell(self, info) -> None:
         try:
@@ -135,6 +142,8 @@ class CellRecorder:
         )
         self._records.append(record)
         self._totals.add(record)
+        for listener in self.listeners:
+            listener(record)
         for name in measurement.failed_components:
             notice(
                 f"failed-{name}",
@@ -152,6 +161,8 @@ class CellRecorder:
         self.meter.sampler.listeners.append(self._on_sample)
 
     def unregister(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
         for event, callback in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
             try:
                 self.shell.events.unregister(event, callback)

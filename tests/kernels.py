@@ -1,0 +1,27 @@
+"""Real kernels for tests: on this very interpreter, whatever kernelspecs the machine has."""
+
+import json
+import os
+import sys
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager, KernelManager
+
+KERNEL = "greenjupyter-test"
+
+
+def kernel_manager(tmp_path, asynchronous: bool = False):
+    spec = tmp_path / "kernels" / KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
+    specs = KernelSpecManager(kernel_dirs=[str(spec.parent)], ensure_native_kernel=False)
+    manager = AsyncKernelManager if asynchronous else KernelManager
+    return manager(kernel_name=KERNEL, kernel_spec_manager=specs)
+
+
+def kernel_environment(tmp_path) -> dict:
+    """The test's environment without greenjupyter settings, and no RAPL (deterministic on any machine)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENJUPYTER_")}
+    env["GREENJUPYTER_POWERCAP_ROOT"] = str(tmp_path / "no-powercap")
+    return env
