@@ -5,6 +5,7 @@ In plain Python: ``with greenjupyter.measure() as m: ...``.
 """
 
 from .errors import ConfigError, GreenJupyterError, SourceUnavailable
+from .history import history
 from .measurement import CellRecord, Measurement
 from .runtime import measure, sources
 
@@ -16,6 +17,7 @@ __all__ = [
     "Measurement",
     "SourceUnavailable",
     "cells",
+    "history",
     "measure",
     "sources",
 ]

@@ -194,3 +194,18 @@ def config_text(described, grid) -> str:
     width = max(len(name) for name, _, _ in described)
     rows = [f"  {name:<{width}}  {value!r:<24} {origin}" for name, value, origin in described]
     return "greenjupyter settings (name, value, where it came from)\n" + "\n".join(rows + grid_lines(grid))
+
+
+def sessions_text(groups, notebook) -> str:
+    """Return a table of past kernel sessions (greenjupyter.history.sessions), newest first."""
+    where = notebook or "cells run outside a notebook"
+    if not groups:
+        return f"greenjupyter history: no past sessions for {where}"
+    lines = [f"greenjupyter history for {where} (newest first)",
+             f"  {'started (UTC)':<17} {'cells':>5}  {'duration':>10}  {'energy':>10}  {'CO2e':>10}  kind"]
+    for g in groups:
+        lines.append(
+            f"  {g['started_at']:%Y-%m-%d %H:%M} {g['cells']:>5}  {duration(g['duration_s']):>10}  "
+            f"{energy(g['energy_j']):>10}  {co2e(g['co2e_g']):>10}  {'estimated' if g['estimated'] else 'measured'}"
+        )
+    return "\n".join(lines)

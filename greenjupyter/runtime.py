@@ -16,6 +16,7 @@ _meter: Meter | None = None
 _settings: GreenJupyter | None = None
 _located: dict = {}  # region setting -> (GridIntensity, origin, hint); time zone and tables read once
 _live = None  # (provider, zone, LiveIntensity) while a live provider is configured
+_store = False  # the history Store; False until first asked for, None when off or unusable
 
 
 def get_settings(config=None) -> GreenJupyter:
@@ -51,6 +52,31 @@ def get_meter() -> Meter:
             meter.start(late_setup=find_gpus)
             _meter = meter
         return _meter
+
+
+def get_store():
+    """Return the history Store for the settings in force, opening it on first use; None when off or broken."""
+    global _store
+    settings = get_settings()
+    with _lock:
+        if _store is False:
+            _store = _open_store(settings.db_path)
+        return _store
+
+
+def _open_store(db_path: str):
+    import sqlite3
+
+    from .store import Store, default_path
+
+    if db_path.strip().lower() == "off":
+        return None
+    path = db_path or default_path()
+    try:
+        return Store(path)
+    except (OSError, sqlite3.Error) as error:
+        notice("store", f"history database {path} cannot be used ({error}); cells are kept in memory only")
+        return None
 
 
 def current_grid(region: str | None = None):
@@ -100,9 +126,12 @@ def _live_for(settings, found):
 
 def shutdown() -> None:
     """Stop the sampler and close every source; the next use reads settings and sources afresh."""
-    global _meter, _settings, _live
+    global _meter, _settings, _live, _store
     with _lock:
         meter, _meter, _settings = _meter, None, None
+        if _store:
+            _store.close()
+        _store = False
         _located.clear()
         if _live is not None:
             _live[2].close()

@@ -28,7 +28,7 @@ LIMITS = {
     "lifetime_years": (0.1, 50.0),
 }
 # Settings the meter reads once, when it starts.
-NEEDS_RELOAD = ("powercap_root", "history_s", "cells_kept")
+NEEDS_RELOAD = ("powercap_root", "history_s", "cells_kept", "db_path")
 
 
 class GreenJupyter(Configurable):
@@ -68,6 +68,11 @@ class GreenJupyter(Configurable):
         default_value="",
         help="Live grid intensity, opt-in: electricitymaps (token in ELECTRICITYMAPS_TOKEN) or ukci "
         "(Great Britain, no key). Empty: embedded annual averages only.",
+    ).tag(config=True)
+    db_path = Unicode(
+        "",
+        help="The history database (SQLite). Empty: greenjupyter/history.sqlite in the Jupyter data "
+        "directory; 'off': keep no history.",
     ).tag(config=True)
     units = Enum(
         ["auto", "metric", "imperial"], default_value="auto", help="Units for equivalents; auto follows the region."

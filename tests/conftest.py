@@ -10,12 +10,13 @@ from tests.fakes.powercap import SERVER, FakePowercap
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch):
-    """Every test starts with no shared meter, no said notices and no real hardware."""
+def isolated(monkeypatch, tmp_path):
+    """Every test starts with no shared meter, no said notices, no real hardware and its own history."""
     for name in list(os.environ):
         if name.startswith("GREENJUPYTER_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("GREENJUPYTER_POWERCAP_ROOT", "/nonexistent-powercap")
+    monkeypatch.setenv("GREENJUPYTER_DB_PATH", str(tmp_path / "history.sqlite"))
     monkeypatch.setattr(nvml_source, "DRIVER_MARKERS", ("/nonexistent-nvidia",))
     notices.forget()
     yield

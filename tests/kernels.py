@@ -21,7 +21,8 @@ def kernel_manager(tmp_path, asynchronous: bool = False):
 
 
 def kernel_environment(tmp_path) -> dict:
-    """The test's environment without greenjupyter settings, and no RAPL (deterministic on any machine)."""
+    """The test's environment without greenjupyter settings, no RAPL (deterministic anywhere), its own history."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENJUPYTER_")}
     env["GREENJUPYTER_POWERCAP_ROOT"] = str(tmp_path / "no-powercap")
+    env["GREENJUPYTER_DB_PATH"] = str(tmp_path / "history.sqlite")
     return env

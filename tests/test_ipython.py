@@ -190,14 +190,19 @@ def test_a_failure_inside_the_extension_never_breaks_the_cell(shell, monkeypatch
     assert len(greenjupyter.cells()) == 1  # measuring resumes
 
 
-def test_records_are_finished_by_the_sampler_without_being_asked(shell):
+def test_without_history_records_are_finished_by_the_sampler_off_the_cell_path(monkeypatch):
+    monkeypatch.setenv("GREENJUPYTER_DB_PATH", "off")
+    shell = InteractiveShell.instance()
+    run(shell, "%load_ext greenjupyter")
     recorder = extension.current_recorder()
+    assert recorder.store is None
     run(shell, "d = 4")
     assert len(recorder._closed) == 1  # the cell's path only queued the reading
     deadline = time.monotonic() + 2
     while recorder._closed and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not recorder._closed and len(recorder._records) == 1
+    run(shell, "%unload_ext greenjupyter")
 
 
 def test_a_load_that_fails_leaves_no_thread_and_says_so(monkeypatch, capsys):

@@ -15,7 +15,7 @@ def load(shell) -> None:
     try:
         settings = runtime.get_settings(shell.config)
         meter = runtime.get_meter()
-        recorder = install(shell, meter, settings.cells_kept)
+        recorder = install(shell, meter, settings.cells_kept, runtime.get_store())
         from .magics import CarbonMagics
 
         shell.register_magics(CarbonMagics(shell))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ from .. import runtime
 from ..measurement import CellRecord
 from ..meter import Meter
 from ..notices import notice
+from ..sources.cpu_model import read_cpu_info
+from ..store import StoredCell
 
 _recorder: "CellRecorder | None" = None
 # Readings waiting to become records. Each sampler tick finishes them all (a kernel runs far
@@ -71,9 +74,13 @@ class CellRecorder:
     here is reported once and the user's cell runs on.
     """
 
-    def __init__(self, shell, meter: Meter, cells_kept: int = 1000):
+    def __init__(self, shell, meter: Meter, cells_kept: int = 1000, store=None):
         self.shell = shell
         self.meter = meter
+        self.store = store  # the history database, or None
+        self.session = uuid.uuid4().hex  # this load of the extension in this kernel
+        self.kernel_id = _kernel_id()
+        self._hardware = None
         self.notebook = os.environ.get("JPY_SESSION_NAME")
         self.listeners: list = []  # called with each finished CellRecord, on the thread that finishes it
         self.stream = None  # the live stream to the sidebar, in a kernel
@@ -113,8 +120,8 @@ class CellRecorder:
             self._closed.append(
                 (start, self.meter.snapshot(), info, result.execution_count, error and type(error).__name__)
             )
-            if len(self._closed) > QUEUE_LIMIT:
-                self.finish()
+            if self.store is not None or len(self._closed) > QUEUE_LIMIT:
+                self.finish()  # a stored row is written before the cell's reply leaves the kernel
         except Exception as error:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
 
@@ -142,6 +149,8 @@ class CellRecorder:
         )
         self._records.append(record)
         self._totals.add(record)
+        if self.store is not None:
+            self.store.add(StoredCell(record, self.session, self.kernel_id, self.hardware))
         for listener in self.listeners:
             listener(record)
         for name in measurement.failed_components:
@@ -152,8 +161,19 @@ class CellRecorder:
             )
         return record
 
+    @property
+    def hardware(self) -> str:
+        """One line on what measures this kernel, for the history."""
+        if self._hardware is None:
+            self.meter.wait_ready()
+            parts = [f"{s.kind} ({', '.join(s.components)})" for s in self.meter.sources]
+            self._hardware = f"{read_cpu_info().model}; " + "; ".join(parts)
+        return self._hardware
+
     def _on_sample(self, sample) -> None:
         self.finish()
+        if self.store is not None:
+            self.store.retry()
 
     def register(self) -> None:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
@@ -173,6 +193,17 @@ class CellRecorder:
         self.finish()
 
 
+def _kernel_id():
+    """Return the Jupyter kernel's id from its connection file name, or None outside a kernel."""
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:  # not in a kernel
+        return None
+    return name[len("kernel-"):-len(".json")] if name.startswith("kernel-") else name
+
+
 def _first_line(source, limit: int = 80) -> str:
     """Return the first non-blank line, shortened; scans only as far as that line (cells can be huge)."""
     start = 0
@@ -187,11 +218,11 @@ def _first_line(source, limit: int = 80) -> str:
     return ""
 
 
-def install(shell, meter: Meter, cells_kept: int) -> CellRecorder:
+def install(shell, meter: Meter, cells_kept: int, store=None) -> CellRecorder:
     global _recorder
     if _recorder is not None:
         uninstall()
-    _recorder = CellRecorder(shell, meter, cells_kept)
+    _recorder = CellRecorder(shell, meter, cells_kept, store)
     _recorder.register()
     return _recorder
 

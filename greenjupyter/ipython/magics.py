@@ -13,10 +13,11 @@ from .. import format as fmt
 from .. import runtime
 from ..carbon import regions
 from ..errors import ConfigError
+from ..history import sessions
 from ..settings import NEEDS_RELOAD
 from .extension import current_recorder
 
-ACTIONS = ("totals", "sources", "cells", "config")
+ACTIONS = ("totals", "sources", "cells", "config", "history")
 
 
 @magics_class
@@ -27,7 +28,8 @@ class CarbonMagics(Magics):
         nargs="?",
         default="totals",
         help="line magic only: totals (default) for this session, sources (what is measured, "
-        "estimated or missing, and how to fix it), cells (a table of recent cells), config (settings)",
+        "estimated or missing, and how to fix it), cells (a table of recent cells), config (settings), "
+        "history (this notebook's past sessions)",
     )
     @argument("assignments", nargs="*", metavar="NAME=VALUE", help="with config: settings to change")
     @argument("-q", "--quiet", action="store_true", help="cell magic: measure without showing the result")
@@ -43,6 +45,7 @@ class CarbonMagics(Magics):
         %carbon sources           what is measured, what is estimated, what is missing
         %carbon cells [-n N]      the recent cells: #, duration, energy, avg/peak W, kind
         %carbon config [NAME=VALUE ...]   every setting and where it came from, or change some
+        %carbon history           this notebook's past sessions, newest first
         %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region)
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
@@ -67,6 +70,8 @@ class CarbonMagics(Magics):
             raise UsageError(f"unexpected {' '.join(args.assignments)!r}; only %carbon config takes NAME=VALUE")
         if args.action == "config":
             self._config(args.assignments)
+        elif args.action == "history":
+            self._history(recorder)
         elif args.action == "sources":
             recorder.meter.wait_ready()
             display(fmt.Text(str(recorder.meter.detection)))
@@ -74,6 +79,13 @@ class CarbonMagics(Magics):
             display(fmt.Text(fmt.cells_text(list(recorder.records)[-args.last:])))
         else:
             display(fmt.Text(fmt.totals_text(recorder.totals, runtime.current_grid(), runtime.get_settings().units)))
+
+    def _history(self, recorder) -> None:
+        if recorder.store is None:
+            raise UsageError("no history database in use: db_path is 'off' or could not be opened (see above)")
+        recorder.finish()
+        cells = recorder.store.cells(notebook=recorder.notebook)
+        display(fmt.Text(fmt.sessions_text(sessions(cells), recorder.notebook)))
 
     def _check_region(self, region: str) -> None:
         try:

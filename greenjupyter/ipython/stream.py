@@ -17,7 +17,6 @@ session, so a gap shows a lost message) and ``session`` (new at every load, so a
 from __future__ import annotations
 
 import time
-import uuid
 
 from ..notices import notice
 
@@ -37,7 +36,7 @@ class Stream:
         self._grid = grid  # returns the Grid in force (a callable), or None
         self.snapshot_every_s = snapshot_every_s
         self.idle_every_s = idle_every_s
-        self.session = uuid.uuid4().hex
+        self.session = recorder.session
         self._seq = 0
         self._samples: list = []
         self._cells: list = []

@@ -1,0 +1,231 @@
+"""History that survives kernels: one SQLite row per measured cell, written when the cell ends.
+
+WAL mode with ``synchronous=NORMAL``: a committed row is in the WAL file before the cell's
+reply leaves the kernel, so a kernel killed with SIGKILL keeps every row it wrote. The cell
+path never waits on another writer (busy timeout 0); a row that meets a lock is queued and
+written by the sampler thread, which may wait. A database that cannot be written at all
+(read-only, full, corrupt, unopenable) gives one warning and the session goes on in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .measurement import CellRecord, Measurement
+from .notices import notice
+
+SCHEMA_VERSION = 1
+# Each entry upgrades the schema from its index to index + 1; never edit one that has shipped.
+MIGRATIONS = (
+    """
+    CREATE TABLE cells (
+        id INTEGER PRIMARY KEY,
+        schema_version INTEGER NOT NULL,
+        session TEXT NOT NULL,
+        kernel_id TEXT,
+        notebook TEXT,
+        execution_count INTEGER,
+        cell_id TEXT,
+        success INTEGER NOT NULL,
+        error TEXT,
+        source_preview TEXT,
+        started_at TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        energy_j REAL NOT NULL,
+        components TEXT NOT NULL,
+        estimated INTEGER NOT NULL,
+        estimated_components TEXT NOT NULL,
+        failed_components TEXT NOT NULL,
+        avg_power_w REAL,
+        peak_power_w REAL,
+        uncertainty_j REAL,
+        co2e_g REAL,
+        intensity_g_per_kwh REAL,
+        region TEXT,
+        pue REAL,
+        hardware TEXT
+    );
+    CREATE INDEX cells_by_notebook ON cells (notebook, started_at);
+    CREATE INDEX cells_by_time ON cells (started_at);
+    """,
+)
+COLUMNS = (
+    "schema_version, session, kernel_id, notebook, execution_count, cell_id, success, error, source_preview, "
+    "started_at, duration_s, energy_j, components, estimated, estimated_components, failed_components, "
+    "avg_power_w, peak_power_w, uncertainty_j, co2e_g, intensity_g_per_kwh, region, pue, hardware"
+)
+INSERT = f"INSERT INTO cells ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(', ')))})"
+BUSY_ERRORS = ("locked", "busy")
+ANY = object()  # no filter on that column
+
+
+def default_path() -> str:
+    """Return greenjupyter.sqlite in the user's Jupyter data directory."""
+    try:
+        from jupyter_core.paths import jupyter_data_dir
+
+        base = jupyter_data_dir()
+    except ImportError:  # jupyter_core comes with every kernel; plain Python may lack it
+        base = os.path.join(os.path.expanduser("~"), ".local", "share", "jupyter")
+    return os.path.join(base, "greenjupyter", "history.sqlite")
+
+
+@dataclass(frozen=True)
+class StoredCell:
+    """A cell record as the store keeps it, with where and on what it ran."""
+
+    record: CellRecord
+    session: str
+    kernel_id: str | None = None
+    hardware: str | None = None  # one line: what measured it
+
+
+class Store:
+    """Append cell rows to one SQLite file; read them back. Thread-safe."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._waiting: deque = deque()  # rows that met a lock, for the sampler thread to write
+        self.failed = None  # why the store gave up, once it has
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+        try:
+            self._db.execute("PRAGMA busy_timeout = 2000")  # set-up may wait for another kernel's migration
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+            self._db.execute("PRAGMA busy_timeout = 0")  # the cell path never waits
+        except Exception:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise sqlite3.DatabaseError(
+                    f"{self.path} has schema {version}, newer than this greenjupyter ({len(MIGRATIONS)})"
+                )
+            for step in MIGRATIONS[version:]:
+                for statement in filter(str.strip, step.split(";")):
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            self._db.execute("COMMIT")
+        except Exception:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def add(self, cell: StoredCell) -> None:
+        """Write one row now; on a lock, queue it for ``retry()``; on any other failure, give up once."""
+        if self.failed:
+            return
+        row = _row(cell)
+        try:
+            with self._lock:
+                self._db.execute(INSERT, row)
+        except sqlite3.OperationalError as error:
+            if any(word in str(error) for word in BUSY_ERRORS):
+                self._waiting.append(row)
+            else:
+                self._give_up(error)
+        except sqlite3.DatabaseError as error:
+            self._give_up(error)
+
+    def retry(self) -> None:
+        """Write queued rows, waiting up to 2 s for other writers (call it off the cell path)."""
+        if not self._waiting or self.failed:
+            return
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA busy_timeout = 2000")
+                try:
+                    while self._waiting:
+                        self._db.execute(INSERT, self._waiting[0])
+                        self._waiting.popleft()
+                finally:
+                    self._db.execute("PRAGMA busy_timeout = 0")
+        except sqlite3.OperationalError as error:
+            if not any(word in str(error) for word in BUSY_ERRORS):
+                self._give_up(error)
+        except sqlite3.DatabaseError as error:
+            self._give_up(error)
+
+    def _give_up(self, error: Exception) -> None:
+        self.failed = str(error)
+        notice(
+            "store",
+            f"history database {self.path} cannot be written ({error}); this session's cells stay in memory "
+            "only (set db_path to another file to keep them)",
+        )
+
+    def cells(self, notebook=ANY, since: datetime | None = None, session=ANY):
+        """Return StoredCells, oldest first: all of them, or for one notebook (None: cells run outside
+        any notebook), one session, since a time. Pass ``ANY`` for no filter on a column."""
+        clauses, args = [], []
+        for column, value in (("notebook", notebook), ("session", session)):
+            if value is ANY:
+                continue
+            clauses.append(f"{column} IS ?")  # IS matches NULL too (cells run outside a notebook)
+            args.append(value)
+        if since is not None:
+            clauses.append("started_at >= ?")
+            args.append(_iso(since))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {COLUMNS} FROM cells{where} ORDER BY started_at, id", args).fetchall()
+        return [_cell(row) for row in rows]
+
+    def close(self) -> None:
+        self.retry()
+        with self._lock:
+            self._db.close()
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def _row(cell: StoredCell) -> tuple:
+    r, m = cell.record, cell.record.measurement
+    return (
+        SCHEMA_VERSION, cell.session, cell.kernel_id, r.notebook, r.execution_count, r.cell_id, int(r.success),
+        r.error, r.source_preview, _iso(m.started_at), m.duration_s, m.energy_j, json.dumps(dict(m.components)),
+        int(m.estimated), json.dumps(m.estimated_components), json.dumps(m.failed_components), m.avg_power_w,
+        m.peak_power_w, m.uncertainty_j, m.co2e_g, m.intensity_g_per_kwh, m.region, m.pue, cell.hardware,
+    )
+
+
+def _cell(row) -> StoredCell:
+    (_, session, kernel_id, notebook, count, cell_id, success, error, preview, started, duration, energy, parts,
+     estimated, estimated_parts, failed_parts, avg_w, peak_w, uncertainty, co2e, intensity, region, pue,
+     hardware) = row
+    measurement = Measurement(
+        started_at=datetime.fromisoformat(started),
+        duration_s=duration,
+        energy_j=energy,
+        components=json.loads(parts),
+        estimated=bool(estimated),
+        avg_power_w=avg_w,
+        peak_power_w=peak_w,
+        uncertainty_j=uncertainty,
+        estimated_components=tuple(json.loads(estimated_parts)),
+        failed_components=tuple(json.loads(failed_parts)),
+        co2e_g=co2e,
+        intensity_g_per_kwh=intensity,
+        region=region,
+        pue=pue,
+    )
+    record = CellRecord(measurement, count, cell_id, notebook, bool(success), error, preview or "")
+    return StoredCell(record, session, kernel_id, hardware)

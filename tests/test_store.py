@@ -1,0 +1,210 @@
+"""The history database: round trips, every way it can fail, several writers, and a kernel killed mid-session."""
+
+import multiprocessing
+import os
+import shutil
+import signal
+import sqlite3
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import greenjupyter
+from greenjupyter import runtime
+from greenjupyter.measurement import CellRecord, Measurement
+from greenjupyter.store import ANY, MIGRATIONS, Store, StoredCell
+from tests.kernels import kernel_environment, kernel_manager
+
+
+def stored(n=1, notebook="analysis.ipynb", session="s1", started=None, co2e=0.5):
+    m = Measurement(
+        started_at=started or datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc) + timedelta(seconds=n),
+        duration_s=1.5 * n,
+        energy_j=100.0 * n,
+        components={"cpu:package-0": 80.0 * n, "dram:0": 20.0 * n},
+        estimated=False,
+        avg_power_w=66.7,
+        peak_power_w=90.0,
+        uncertainty_j=0.1,
+        failed_components=("gpu:0",),
+        co2e_g=co2e,
+        intensity_g_per_kwh=56.0,
+        region="FR",
+        pue=1.1,
+    )
+    record = CellRecord(m, n, f"cell-{n}", notebook, n != 2, "ValueError" if n == 2 else None, f"x = {n}")
+    return StoredCell(record, session, "kernel-abc", "EPYC; rapl (cpu:package-0, dram:0)")
+
+
+def test_a_row_comes_back_as_it_went_in(tmp_path):
+    store = Store(str(tmp_path / "h.sqlite"))
+    cell = stored(2)
+    store.add(cell)
+    (back,) = store.cells()
+    assert back == cell
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_filters_by_notebook_time_and_session(tmp_path):
+    store = Store(str(tmp_path / "h.sqlite"))
+    old = datetime.now(timezone.utc) - timedelta(days=10)
+    store.add(stored(1, started=old))
+    store.add(stored(2, notebook=None, session="s2", started=old))
+    store.add(stored(3, started=datetime.now(timezone.utc)))
+    assert [c.record.execution_count for c in store.cells(notebook="analysis.ipynb")] == [1, 3]
+    assert [c.record.execution_count for c in store.cells(notebook=None)] == [2]
+    assert [c.record.execution_count for c in store.cells(session="s2")] == [2]
+    assert [c.record.execution_count for c in store.cells(since=datetime.now(timezone.utc) - timedelta(days=1))] == [3]
+    assert len(store.cells(notebook=ANY)) == 3
+
+
+def test_a_locked_database_never_makes_the_cell_wait_and_loses_nothing(tmp_path):
+    path = str(tmp_path / "h.sqlite")
+    store = Store(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another kernel holds the write lock
+    started = time.perf_counter()
+    store.add(stored(1))
+    assert time.perf_counter() - started < 0.05
+    assert store.cells() == [] and len(store._waiting) == 1
+    other.execute("COMMIT")
+    store.retry()
+    assert [c.record.execution_count for c in store.cells()] == [1] and not store.failed
+
+
+def test_a_full_database_warns_once_and_the_session_goes_on(tmp_path, capsys):
+    store = Store(str(tmp_path / "h.sqlite"))
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk were full
+    for n in range(1, 40):
+        store.add(stored(1, co2e=float(n)))
+    assert "database or disk is full" in store.failed
+    assert capsys.readouterr().err.count("cannot be written") == 1
+
+
+def _open_or_notice(path, capsys):
+    runtime.shutdown()
+    os.environ["GREENJUPYTER_DB_PATH"] = str(path)
+    assert runtime.get_store() is None
+    return capsys.readouterr().err
+
+
+def test_a_corrupt_database_is_reported_and_cells_stay_in_memory(tmp_path, capsys):
+    path = tmp_path / "h.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    assert "file is not a database" in _open_or_notice(path, capsys)
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter")
+    try:
+        result = shell.run_cell("y = 1")
+        assert result.success and len(greenjupyter.cells()) == 1
+    finally:
+        shell.run_cell("%unload_ext greenjupyter")
+
+
+def test_a_newer_schema_is_refused_not_damaged(tmp_path, capsys):
+    path = tmp_path / "h.sqlite"
+    sqlite3.connect(path).execute("PRAGMA user_version = 99").connection.close()
+    assert "newer than this greenjupyter" in _open_or_notice(path, capsys)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 99
+
+
+def test_an_unusable_path_is_reported(tmp_path, capsys):
+    (tmp_path / "dir.sqlite").mkdir()
+    assert "cannot be used" in _open_or_notice(tmp_path / "dir.sqlite", capsys)
+
+
+def test_a_read_only_database_is_reported():
+    from tests.test_rapl import _as_another_user
+
+    folder = tempfile.mkdtemp(prefix="history-")  # readable by "nobody", unlike pytest's tmp_path
+    try:
+        os.chmod(folder, 0o755)
+        path = os.path.join(folder, "h.sqlite")
+        Store(path).close()
+        for name in os.listdir(folder):
+            os.chmod(os.path.join(folder, name), 0o444)
+        outcome = _as_another_user(lambda: _try_store(path))
+    finally:
+        shutil.rmtree(folder)
+    assert isinstance(outcome, sqlite3.Error) and "readonly" in str(outcome), outcome
+
+
+def _try_store(path):
+    try:
+        store = Store(path)
+        store.add(stored(1))
+        return RuntimeError(store.failed or "wrote to a read-only database")
+    except sqlite3.Error as error:
+        return error
+
+
+def _writer(path, worker, rows):
+    store = Store(path)
+    for n in range(rows):
+        store.add(stored(n + 1, session=f"worker-{worker}"))
+    while store._waiting:
+        store.retry()
+    store.close()
+
+
+def test_several_processes_writing_at_once_lose_nothing(tmp_path):
+    path = str(tmp_path / "h.sqlite")
+    Store(path).close()
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_writer, args=(path, w, 200)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    cells = Store(path).cells()
+    assert len(cells) == 800
+    assert {c.session for c in cells} == {f"worker-{w}" for w in range(4)}
+
+
+def test_history_api_and_magic(tmp_path):
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter")
+    try:
+        shell.run_cell("a = 1", store_history=True)
+        shell.run_cell("1/0", store_history=True)
+        past = greenjupyter.history(since="1h")
+        assert [c.record.success for c in past] == [True, False]
+        assert past[0].record.measurement.co2e_g is not None and past[0].kernel_id is None
+        with capture_output() as captured:
+            shell.run_cell("%carbon history")
+        text = captured.outputs[0].data["text/plain"]
+        assert "greenjupyter history for cells run outside a notebook" in text
+        assert text.splitlines()[2].split()[2] == "2"  # one session, two cells (the magic's own not yet)
+    finally:
+        shell.run_cell("%unload_ext greenjupyter")
+    with pytest.raises(greenjupyter.ConfigError, match="since='yesterday' is not understood"):
+        greenjupyter.history(since="yesterday")
+
+
+def test_a_kernel_killed_with_sigkill_keeps_every_cell_it_ran(tmp_path):
+    manager = kernel_manager(tmp_path)
+    env = kernel_environment(tmp_path)
+    manager.start_kernel(env=env, cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        client.execute_interactive("%load_ext greenjupyter", timeout=30)
+        for n in range(5):
+            reply = client.execute_interactive(f"x = {n}", timeout=30)
+            assert reply["content"]["status"] == "ok"
+        os.kill(manager.provisioner.process.pid, signal.SIGKILL)  # at once, after the fifth reply
+        manager.provisioner.process.wait(10)
+    finally:
+        client.stop_channels()
+        manager.cleanup_resources()
+    cells = Store(env["GREENJUPYTER_DB_PATH"]).cells()
+    assert [c.record.source_preview for c in cells] == [f"x = {n}" for n in range(5)]
+    assert len({c.kernel_id for c in cells}) == 1 and cells[0].kernel_id
