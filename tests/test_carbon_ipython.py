@@ -59,7 +59,7 @@ def test_config_shows_every_setting_with_its_origin(shell, monkeypatch):
         ("config intensity_g_per_kwh=abc", "intensity_g_per_kwh='abc' is refused"),
         ("config colour=green", "unknown setting 'colour'"),
         ("config region", "'region' is not NAME=VALUE"),
-        ("cells region=FR", "only %carbon config takes NAME=VALUE"),
+        ("cells region=FR", "unexpected 'region=FR': %carbon cells takes nothing more"),
     ],
 )
 def test_bad_config_is_a_usage_error_and_changes_nothing(shell, line, message):

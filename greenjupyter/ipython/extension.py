@@ -14,6 +14,7 @@ from ..meter import Meter
 from ..notices import notice
 from ..sources.cpu_model import read_cpu_info
 from ..store import StoredCell
+from .budget import Budget
 
 _recorder: "CellRecorder | None" = None
 # Readings waiting to become records. Each sampler tick finishes them all (a kernel runs far
@@ -84,6 +85,7 @@ class CellRecorder:
         self.notebook = os.environ.get("JPY_SESSION_NAME")
         self.listeners: list = []  # called with each finished CellRecord, on the thread that finishes it
         self.stream = None  # the live stream to the sidebar, in a kernel
+        self.budget = Budget(shell, self)
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
         self._open: list = []  # (start reading, info); a stack because run_cell can nest
@@ -183,6 +185,7 @@ class CellRecorder:
     def unregister(self) -> None:
         if self.stream is not None:
             self.stream.stop()
+        self.budget.clear()
         for event, callback in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
             try:
                 self.shell.events.unregister(event, callback)

@@ -6,18 +6,21 @@ import ast
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
+from IPython.utils.process import arg_split
 
 from .. import format as fmt
 from .. import runtime
 from ..carbon import regions
-from ..errors import ConfigError
+from ..errors import ConfigError, GreenJupyterError
 from ..history import sessions
 from ..settings import NEEDS_RELOAD
 from .extension import current_recorder
 
-ACTIONS = ("totals", "sources", "cells", "config", "history")
+ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget")
+# What each action takes after it; the others take nothing.
+TAKES = {"config": "NAME=VALUE pairs", "export": "a file name (.csv or .json)", "budget": "an amount, or clear"}
 
 
 @magics_class
@@ -29,9 +32,11 @@ class CarbonMagics(Magics):
         default="totals",
         help="line magic only: totals (default) for this session, sources (what is measured, "
         "estimated or missing, and how to fix it), cells (a table of recent cells), config (settings), "
-        "history (this notebook's past sessions)",
+        "history (this notebook's past sessions), report (summary and figures), export FILE, budget AMOUNT",
     )
-    @argument("assignments", nargs="*", metavar="NAME=VALUE", help="with config: settings to change")
+    @argument("words", nargs="*", metavar="ARG", help="config: NAME=VALUE ...; export: FILE; budget: 50g, 2Wh or clear")
+    @argument("--format", default="markdown", help="with report: markdown (default), latex, html or text")
+    @argument("--stop", action="store_true", help="with budget: stop running cells once it is passed")
     @argument("-q", "--quiet", action="store_true", help="cell magic: measure without showing the result")
     @argument("-o", "--output", metavar="NAME", help="cell magic: store the Measurement in the variable NAME")
     @argument("-n", "--last", type=int, default=20, metavar="N", help="with cells: show the last N cells (default 20)")
@@ -46,11 +51,16 @@ class CarbonMagics(Magics):
         %carbon cells [-n N]      the recent cells: #, duration, energy, avg/peak W, kind
         %carbon config [NAME=VALUE ...]   every setting and where it came from, or change some
         %carbon history           this notebook's past sessions, newest first
+        %carbon report [--format markdown|latex|html|text]   a summary for a paper, and figures
+        %carbon export FILE       this session's cells as CSV (CodeCarbon's columns) or JSON
+        %carbon budget 50g [--stop]   a notice when the session passes 50 g CO2e (or 2Wh ...);
+                                  --stop also stops further cells; %carbon budget clear removes it
         %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region)
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
         """
-        args = parse_argstring(self.carbon, line)
+        # Intermixed, so that options may come before or after the words: budget --stop 50g.
+        args = self.carbon.parser.parse_intermixed_args(arg_split(line))
         recorder = current_recorder()
         if recorder is None:
             raise UsageError("greenjupyter is not loaded: run %load_ext greenjupyter")
@@ -66,10 +76,16 @@ class CarbonMagics(Magics):
             raise UsageError(f"unknown action {args.action!r}; accepted: {', '.join(ACTIONS)}")
         if args.last < 1:
             raise UsageError(f"-n {args.last} must be a positive number of cells")
-        if args.action != "config" and args.assignments:
-            raise UsageError(f"unexpected {' '.join(args.assignments)!r}; only %carbon config takes NAME=VALUE")
+        if args.words and args.action not in TAKES:
+            raise UsageError(f"unexpected {' '.join(args.words)!r}: %carbon {args.action} takes nothing more")
         if args.action == "config":
-            self._config(args.assignments)
+            self._config(args.words)
+        elif args.action == "report":
+            self._report(recorder, args.format)
+        elif args.action == "export":
+            self._export(recorder, args.words)
+        elif args.action == "budget":
+            self._budget(recorder, args.words, args.stop)
         elif args.action == "history":
             self._history(recorder)
         elif args.action == "sources":
@@ -79,6 +95,50 @@ class CarbonMagics(Magics):
             display(fmt.Text(fmt.cells_text(list(recorder.records)[-args.last:])))
         else:
             display(fmt.Text(fmt.totals_text(recorder.totals, runtime.current_grid(), runtime.get_settings().units)))
+
+    def _report(self, recorder, form: str) -> None:
+        from IPython.display import HTML, Latex, Markdown
+
+        from .. import report
+
+        records = list(recorder.records)
+        recorder.meter.wait_ready()
+        try:
+            text = report.summary(records, recorder.meter.detection, runtime.current_grid(), runtime.get_settings(), form)
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
+        shown = {"markdown": Markdown, "html": HTML, "latex": Latex}.get(form, fmt.Text)
+        display(shown(text))
+        if not records:
+            return
+        try:
+            display(report.energy_figure(records))
+            display(report.power_figure(list(recorder.meter.sampler.samples), records))
+        except GreenJupyterError as error:  # matplotlib is optional
+            print(f"greenjupyter: no figures ({error})")
+
+    def _export(self, recorder, words: list[str]) -> None:
+        from .. import export
+
+        if len(words) != 1:
+            raise UsageError("%carbon export takes one file name, e.g. %carbon export emissions.csv (or .json)")
+        try:
+            export.export(list(recorder.records), words[0])
+        except (ConfigError, OSError) as error:
+            raise UsageError(str(error)) from None
+        print(f"greenjupyter: {len(recorder.records)} cells written to {words[0]}")
+
+    def _budget(self, recorder, words: list[str], stop: bool) -> None:
+        budget = recorder.budget
+        if words == ["clear"]:
+            budget.clear()
+        elif words:
+            try:
+                budget.set(" ".join(words), stop)
+            except ConfigError as error:
+                raise UsageError(str(error)) from None
+            budget.check()
+        display(fmt.Text(budget.describe()))
 
     def _history(self, recorder) -> None:
         if recorder.store is None:

@@ -1,0 +1,84 @@
+"""%carbon budget, report and export in a real shell."""
+
+import csv
+import json
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import greenjupyter
+from greenjupyter.ipython.budget import parse_amount
+
+
+@pytest.fixture
+def shell():
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter")
+    yield shell
+    shell.run_cell("%unload_ext greenjupyter")
+    shell.user_ns.pop("ran", None)
+
+
+def run(shell, source):
+    return shell.run_cell(source, store_history=True)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("50g", ("co2e_g", 50.0)), ("0.5 kg", ("co2e_g", 500.0)), ("250mg", ("co2e_g", 0.25)),
+     ("2Wh", ("energy_j", 7200.0)), ("1.5kWh", ("energy_j", 5.4e6)), ("300 J", ("energy_j", 300.0))],
+)
+def test_budget_amounts(text, expected):
+    assert parse_amount(text) == pytest.approx(expected)
+
+
+def test_budget_notice_once_with_the_costliest_cells(shell, capsys):
+    run(shell, "%carbon budget 0.05J")  # the CPU estimate passes this in a few ms of work
+    run(shell, "sum(range(200000))")
+    run(shell, "sum(range(400000))")
+    run(shell, "sum(range(100))")
+    err = capsys.readouterr().err
+    assert err.count("passed its budget of 50 mJ") == 1
+    assert "Costliest cells:" in err and "sum(range(400000))" in err
+    with capture_output() as captured:
+        run(shell, "%carbon budget")
+    assert "(passed)" in captured.outputs[0].data["text/plain"]
+
+
+def test_budget_stop_interrupts_cells_until_cleared(shell):
+    run(shell, "%carbon budget --stop 0.05J")
+    run(shell, "sum(range(400000))")
+    stopped = run(shell, "ran = True")
+    assert isinstance(stopped.error_in_exec, greenjupyter.GreenJupyterError)
+    assert "budget of 50 mJ passed; %carbon budget clear to run cells again" in str(stopped.error_in_exec)
+    assert "ran" not in shell.user_ns
+    run(shell, "%carbon budget clear")
+    assert run(shell, "ran = True").success and shell.user_ns["ran"] is True
+
+
+def test_bad_budget_is_a_usage_error(shell):
+    with pytest.raises(UsageError, match="budget 'lots' is not understood; accepted: an amount of CO2e"):
+        shell.run_line_magic("carbon", "budget lots")
+
+
+def test_export_and_report(shell, tmp_path):
+    run(shell, "%carbon config region=FR")
+    run(shell, "sum(range(100000))")
+    run(shell, "1/0")
+    csv_path, json_path = tmp_path / "emissions.csv", tmp_path / "cells.json"
+    run(shell, f"%carbon export {csv_path}")
+    run(shell, f"%carbon export {json_path}")
+    rows = list(csv.DictReader(csv_path.open()))
+    outcome = {r["source_preview"]: r["success"] for r in rows}
+    assert (outcome["sum(range(100000))"], outcome["1/0"]) == ("True", "False")
+    assert list(rows[0])[:5] == ["timestamp", "project_name", "experiment_id", "duration", "emissions"]
+    assert len(json.loads(json_path.read_text())["cells"]) == len(rows) + 1  # the CSV export cell itself
+    with pytest.raises(UsageError, match="extension '.xlsx' is not known"):
+        shell.run_line_magic("carbon", f"export {tmp_path / 'x.xlsx'}")
+    with capture_output() as captured:
+        run(shell, "%carbon report --format html")
+    kinds = [list(o.data) for o in captured.outputs]
+    assert "text/html" in kinds[0] and "France" in captured.outputs[0].data["text/html"]
+    assert any("image/png" in k for k in kinds[1:])  # the energy and power figures
