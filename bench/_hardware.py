@@ -26,12 +26,13 @@ EXPECTED = ("cpu:package-0", "cpu:package-1", "dram:0", "dram:1", "gpu:0", "gpu:
 
 
 def install(rapl: bool = True, gpus: bool = True) -> Path | None:
-    """Point greenjupyter at fake hardware; return the temp dir (removed at exit) or None."""
-    if not (rapl or gpus):
-        os.environ["GREENJUPYTER_POWERCAP_ROOT"] = "/nonexistent-powercap"
-        return None
+    """Point greenjupyter at fake hardware and a throwaway history; return the temp dir (removed at exit)."""
     tmp = Path(tempfile.mkdtemp(prefix="greenjupyter-bench-"))
     atexit.register(shutil.rmtree, tmp, True)
+    os.environ["GREENJUPYTER_DB_PATH"] = str(tmp / "history.sqlite")  # never the user's own history
+    if not (rapl or gpus):
+        os.environ["GREENJUPYTER_POWERCAP_ROOT"] = "/nonexistent-powercap"
+        return tmp
     if rapl:
         from tests.fakes.powercap import SERVER, FakePowercap
 

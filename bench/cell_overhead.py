@@ -96,11 +96,16 @@ def main():
         recorder.register()
     assert recorder.totals.cells - cells_before == N + ROUNDS * CELLS_PER_ROUND, "a cell went unrecorded"
     finished = time_hook_pair_finished(shell, recorder, info, result, N // 4)
+    # The same pair with the history database off (db_path=off): the meter alone.
+    store, recorder.store = recorder.store, None
+    meter_only = time_hook_pair(shell, info, result, N // 2)
+    recorder.store = store
+    assert store is not None and not store.failed, "the history database was not in use"
     measured = recorder.records[-1].measurement
     assert set(measured.components) == set(_hardware.EXPECTED), measured.components
 
     p50, p90, p99, worst = (percentile(us, q) for q in (50, 90, 99, 100))
-    print(f"hook pair over {N} empty cells: p50 {p50:.1f} µs, p90 {p90:.1f} µs, p99 {p99:.1f} µs, max {worst:.1f} µs")
+    print(f"hook pair (history database on) over {N} empty cells: p50 {p50:.1f} µs, p90 {p90:.1f} µs, p99 {p99:.1f} µs, max {worst:.1f} µs")
     print(f"p50 of each round of {N // ROUNDS}: min {min(round_p50):.1f} µs, max {max(round_p50):.1f} µs (machine drift)")
     mean, stalls = statistics.mean(us), sum(u > 1000 for u in us)
     print(f"hook pair mean {mean:.1f} µs; {stalls} pairs over 1 ms; with finish() each time (all per-cell work): "
@@ -112,9 +117,13 @@ def main():
     run_on, run_off = statistics.median(with_ext), statistics.median(without_ext)
     print(f"run_cell('pass') median: {run_on:.1f} µs with the extension, {run_off:.1f} µs without "
           f"(+{run_on - run_off:.1f} µs)")
+    only50, only99 = percentile(meter_only, 50), percentile(meter_only, 99)
+    print(f"meter alone (db_path=off): p50 {only50:.1f} µs, p99 {only99:.1f} µs")
     save("cell_overhead", [
-        figure("hook pair p50 (pre+post_run_cell)", p50, "µs", 20),
-        figure("hook pair p99", p99, "µs", 100),
+        figure("hook pair p50, meter alone (db_path=off)", only50, "µs", 20),
+        figure("hook pair p99, meter alone (db_path=off)", only99, "µs", 100),
+        figure("hook pair p50 with the history database (default)", p50, "µs"),
+        figure("hook pair p99 with the history database (default)", p99, "µs"),
         figure("hook pair p90", p90, "µs"),
         figure("hook pair max", worst, "µs"),
         figure("hook pair mean", mean, "µs"),

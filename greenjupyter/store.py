@@ -50,10 +50,8 @@ MIGRATIONS = (
         region TEXT,
         pue REAL,
         hardware TEXT
-    );
-    CREATE INDEX cells_by_notebook ON cells (notebook, started_at);
-    CREATE INDEX cells_by_time ON cells (started_at);
-    """,
+    )
+    """,  # no index: each one costs every cell another page write, and a scan of years of cells is quick
 )
 COLUMNS = (
     "schema_version, session, kernel_id, notebook, execution_count, cell_id, success, error, source_preview, "
@@ -63,6 +61,7 @@ COLUMNS = (
 INSERT = f"INSERT INTO cells ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(', ')))})"
 BUSY_ERRORS = ("locked", "busy")
 ANY = object()  # no filter on that column
+WAL_CHECKPOINT_BYTES = 4_000_000  # about what SQLite's own 1,000-page autocheckpoint would allow
 
 
 def default_path() -> str:
@@ -87,42 +86,55 @@ class StoredCell:
 
 
 class Store:
-    """Append cell rows to one SQLite file; read them back. Thread-safe."""
+    """Append cell rows to one SQLite file; read them back. Thread-safe.
+
+    Two connections: the cell path's, which never waits (busy timeout 0), and a background
+    one (queued rows, checkpoints, reads), which may wait for other writers.
+    """
 
     def __init__(self, path: str):
         self.path = path
-        self._lock = threading.Lock()
         self._waiting: deque = deque()  # rows that met a lock, for the sampler thread to write
         self.failed = None  # why the store gave up, once it has
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+        self._background = self._connect(busy_ms=2000)  # set-up may wait for another kernel's migration
+        self._background_lock = threading.Lock()
         try:
-            self._db.execute("PRAGMA busy_timeout = 2000")  # set-up may wait for another kernel's migration
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._background.execute("PRAGMA journal_mode = WAL")
             self._migrate()
-            self._db.execute("PRAGMA busy_timeout = 0")  # the cell path never waits
+            self._cell_db = self._connect(busy_ms=0)
         except Exception:
-            self._db.close()
+            self._background.close()
             raise
+        self._cell_lock = threading.Lock()
+
+    def _connect(self, busy_ms: int) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+        db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        db.execute("PRAGMA synchronous = NORMAL")
+        # A checkpoint fsyncs the database (milliseconds): never on the cell path; retry() runs them.
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+        db.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_BYTES}")  # the WAL shrinks back after one
+        return db
 
     def _migrate(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        db = self._background
+        db.execute("BEGIN IMMEDIATE")
         try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
                 raise sqlite3.DatabaseError(
                     f"{self.path} has schema {version}, newer than this greenjupyter ({len(MIGRATIONS)})"
                 )
             for step in MIGRATIONS[version:]:
                 for statement in filter(str.strip, step.split(";")):
-                    self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-            self._db.execute("COMMIT")
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            db.execute("COMMIT")
         except Exception:
-            self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
 
     def add(self, cell: StoredCell) -> None:
@@ -131,8 +143,8 @@ class Store:
             return
         row = _row(cell)
         try:
-            with self._lock:
-                self._db.execute(INSERT, row)
+            with self._cell_lock:
+                self._cell_db.execute(INSERT, row)
         except sqlite3.OperationalError as error:
             if any(word in str(error) for word in BUSY_ERRORS):
                 self._waiting.append(row)
@@ -142,18 +154,16 @@ class Store:
             self._give_up(error)
 
     def retry(self) -> None:
-        """Write queued rows, waiting up to 2 s for other writers (call it off the cell path)."""
-        if not self._waiting or self.failed:
+        """Write queued rows, waiting up to 2 s for other writers, then checkpoint (off the cell path)."""
+        if self.failed:
             return
         try:
-            with self._lock:
-                self._db.execute("PRAGMA busy_timeout = 2000")
-                try:
-                    while self._waiting:
-                        self._db.execute(INSERT, self._waiting[0])
-                        self._waiting.popleft()
-                finally:
-                    self._db.execute("PRAGMA busy_timeout = 0")
+            with self._background_lock:
+                while self._waiting:
+                    self._background.execute(INSERT, self._waiting[0])
+                    self._waiting.popleft()
+                if _wal_bytes(self.path) > WAL_CHECKPOINT_BYTES:
+                    self._background.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.OperationalError as error:
             if not any(word in str(error) for word in BUSY_ERRORS):
                 self._give_up(error)
@@ -181,14 +191,24 @@ class Store:
             clauses.append("started_at >= ?")
             args.append(_iso(since))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._db.execute(f"SELECT {COLUMNS} FROM cells{where} ORDER BY started_at, id", args).fetchall()
+        with self._background_lock:
+            rows = self._background.execute(
+                f"SELECT {COLUMNS} FROM cells{where} ORDER BY started_at, id", args
+            ).fetchall()
         return [_cell(row) for row in rows]
 
     def close(self) -> None:
         self.retry()
-        with self._lock:
-            self._db.close()
+        with self._cell_lock, self._background_lock:
+            self._cell_db.close()
+            self._background.close()
+
+
+def _wal_bytes(path: str) -> int:
+    try:
+        return os.path.getsize(path + "-wal")
+    except OSError:
+        return 0
 
 
 def _iso(moment: datetime) -> str:

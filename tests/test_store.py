@@ -46,8 +46,8 @@ def test_a_row_comes_back_as_it_went_in(tmp_path):
     store.add(cell)
     (back,) = store.cells()
     assert back == cell
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._background.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert store._cell_db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_filters_by_notebook_time_and_session(tmp_path):
@@ -77,10 +77,22 @@ def test_a_locked_database_never_makes_the_cell_wait_and_loses_nothing(tmp_path)
     assert [c.record.execution_count for c in store.cells()] == [1] and not store.failed
 
 
+def test_checkpoints_happen_off_the_cell_path_and_keep_the_wal_small(tmp_path):
+    store = Store(str(tmp_path / "h.sqlite"))
+    for n in range(1500):  # ~4.5 KB of WAL each: past the checkpoint size
+        store.add(stored(1))
+    wal = tmp_path / "h.sqlite-wal"
+    assert wal.stat().st_size > 4_000_000  # the cell path never checkpointed
+    store.retry()  # the sampler thread's turn
+    store.add(stored(2))  # the next write starts the WAL over, and it is cut back to the limit
+    assert wal.stat().st_size <= 4_000_000
+    assert len(store.cells()) == 1501
+
+
 def test_a_full_database_warns_once_and_the_session_goes_on(tmp_path, capsys):
     store = Store(str(tmp_path / "h.sqlite"))
-    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-    store._db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk were full
+    pages = store._cell_db.execute("PRAGMA page_count").fetchone()[0]
+    store._cell_db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk were full
     for n in range(1, 40):
         store.add(stored(1, co2e=float(n)))
     assert "database or disk is full" in store.failed
