@@ -2,6 +2,7 @@
 
 import csv
 import json
+import time
 
 import pytest
 from IPython.core.error import UsageError
@@ -90,3 +91,23 @@ def test_export_and_report(shell, tmp_path):
     kinds = [list(o.data) for o in captured.outputs]
     assert "text/html" in kinds[0] and "France" in captured.outputs[0].data["text/html"]
     assert any("image/png" in k for k in kinds[1:])  # the energy and power figures
+
+
+def test_monitor_widget_follows_the_sampler(shell):
+    from greenjupyter.ipython import extension
+
+    with capture_output() as captured:
+        run(shell, "%carbon monitor")
+    assert "application/vnd.jupyter.widget-view+json" in captured.outputs[0].data
+    monitor = extension.current_recorder().monitor
+    sampler = extension.current_recorder().meter.sampler
+    before = len(monitor.watts)
+    deadline = time.monotonic() + 3
+    while len(monitor.watts) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(monitor.watts) >= before + 2  # fed by the sampler's ticks
+    assert monitor.now.value.startswith("⚡ ") and "W now (idle)" in monitor.now.value
+    assert "cpu:process" in monitor.parts.value and monitor.session.value.startswith("session: ")
+    run(shell, "%unload_ext greenjupyter")
+    assert monitor.on_sample not in sampler.listeners
+    run(shell, "%load_ext greenjupyter")

@@ -86,6 +86,7 @@ class CellRecorder:
         self.listeners: list = []  # called with each finished CellRecord, on the thread that finishes it
         self.stream = None  # the live stream to the sidebar, in a kernel
         self.budget = Budget(shell, self)
+        self.monitor = None  # the %carbon monitor widget, once shown
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
         self._open: list = []  # (start reading, info); a stack because run_cell can nest
@@ -186,6 +187,8 @@ class CellRecorder:
         if self.stream is not None:
             self.stream.stop()
         self.budget.clear()
+        if self.monitor is not None:
+            self.monitor.stop()
         for event, callback in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
             try:
                 self.shell.events.unregister(event, callback)

@@ -18,7 +18,7 @@ from ..history import sessions
 from ..settings import NEEDS_RELOAD
 from .extension import current_recorder
 
-ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget")
+ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor")
 # What each action takes after it; the others take nothing.
 TAKES = {"config": "NAME=VALUE pairs", "export": "a file name (.csv or .json)", "budget": "an amount, or clear"}
 
@@ -32,7 +32,8 @@ class CarbonMagics(Magics):
         default="totals",
         help="line magic only: totals (default) for this session, sources (what is measured, "
         "estimated or missing, and how to fix it), cells (a table of recent cells), config (settings), "
-        "history (this notebook's past sessions), report (summary and figures), export FILE, budget AMOUNT",
+        "history (this notebook's past sessions), report (summary and figures), export FILE, budget AMOUNT, "
+        "monitor (live power as a widget)",
     )
     @argument("words", nargs="*", metavar="ARG", help="config: NAME=VALUE ...; export: FILE; budget: 50g, 2Wh or clear")
     @argument("--format", default="markdown", help="with report: markdown (default), latex, html or text")
@@ -55,6 +56,7 @@ class CarbonMagics(Magics):
         %carbon export FILE       this session's cells as CSV (CodeCarbon's columns) or JSON
         %carbon budget 50g [--stop]   a notice when the session passes 50 g CO2e (or 2Wh ...);
                                   --stop also stops further cells; %carbon budget clear removes it
+        %carbon monitor           live power and totals as a widget (VS Code, Colab, no sidebar)
         %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region)
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
@@ -86,6 +88,8 @@ class CarbonMagics(Magics):
             self._export(recorder, args.words)
         elif args.action == "budget":
             self._budget(recorder, args.words, args.stop)
+        elif args.action == "monitor":
+            self._monitor(recorder)
         elif args.action == "history":
             self._history(recorder)
         elif args.action == "sources":
@@ -139,6 +143,17 @@ class CarbonMagics(Magics):
                 raise UsageError(str(error)) from None
             budget.check()
         display(fmt.Text(budget.describe()))
+
+    def _monitor(self, recorder) -> None:
+        from .monitor import Monitor
+
+        if recorder.monitor is None:
+            try:
+                recorder.monitor = Monitor(recorder)
+            except GreenJupyterError as error:
+                raise UsageError(str(error)) from None
+            recorder.monitor.start()
+        display(recorder.monitor.widget)
 
     def _history(self, recorder) -> None:
         if recorder.store is None:
