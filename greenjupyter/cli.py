@@ -1,0 +1,875 @@
+"""The ``greenjupyter`` command: measure a notebook headless, and read the history database.
+
+    greenjupyter measure analysis.ipynb --region FR --report out.html
+    greenjupyter history --since 7d
+    greenjupyter report --since 7d --format latex --output compute.tex
+    greenjupyter export cells.csv --notebook analysis.ipynb
+    greenjupyter sources
+
+``measure`` runs the notebook through nbclient in a fresh kernel with its own greenjupyter
+session. The extension is loaded by a *silent* execute request sent after the kernel is ready
+and before the first cell, and the kernel's queued rows are flushed by another after the last.
+Silent requests run no ``pre/post_run_cell`` hooks (so they are not measured), do not advance
+the execution count, are not part of any cell and leave nothing in the saved notebook: its
+cells keep the counts 1, 2, ... they would have had. The reply's ``user_expressions`` bring
+back the recorder's session id, and this run's cells are read from the history database by it.
+
+Exit codes: 0 ok; 1 the notebook raised (or a cell ran past ``--timeout``); 2 usage errors
+(arguments, missing or invalid files, unknown kernel or region, greenjupyter not loadable in
+the kernel); 3 the kernel died or could not start; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import dataclasses
+import html
+import io
+import logging
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from queue import Empty
+
+from . import format as fmt
+from .errors import GreenJupyterError
+
+OK, FAILED, USAGE, DIED, INTERRUPTED = 0, 1, 2, 3, 130
+REPORT_FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown", ".tex": "latex", ".txt": "text"}
+SESSION_SHOWN = 12  # characters of a session id shown in tables; --session takes any unique prefix
+
+# Evaluated in the kernel as user_expressions, which leave no name behind in the user's namespace.
+_RECORDER = "__import__('greenjupyter.ipython.extension', fromlist=['current_recorder']).current_recorder()"
+SESSION_EXPRESSION = f"(lambda r: r and [r.session, r.store and r.store.path, r.store and r.store.failed])({_RECORDER})"
+FLUSH_EXPRESSION = f"(lambda r: r and [r.finish(), r.store and r.store.retry(), r.session][-1])({_RECORDER})"
+
+
+class UsageError(Exception):
+    """A bad argument or input file: said in one line, exit code 2, no traceback."""
+
+
+# --- measure ---------------------------------------------------------------------------------
+
+
+def cmd_measure(args) -> int:
+    try:
+        import nbclient  # noqa: F401  (with nbformat and jupyter_client)
+    except ImportError:
+        raise UsageError("measure needs nbclient, nbformat and ipykernel: pip install nbclient nbformat ipykernel") from None
+
+    path = os.path.abspath(args.notebook)
+    nb = read_notebook(args.notebook)
+    settings = _settings(region=args.region, pue=args.pue)
+    report_format = _report_format(args.report) if args.report else None
+    for option, target in (("--report", args.report), ("--output", args.output)):
+        if target:
+            _check_writable(target, option)
+    kernel = args.kernel or (nb.metadata.get("kernelspec") or {}).get("name") or "python3"
+    _check_kernel(kernel, "--kernel" if args.kernel else "the notebook's kernelspec")
+
+    with _run_database(args.db, settings) as db_path, tempfile.TemporaryFile() as kernel_log:
+        env = {**os.environ, "GREENJUPYTER_DB_PATH": db_path, "JPY_SESSION_NAME": path}
+        if args.region:
+            env["GREENJUPYTER_REGION"] = args.region
+        if args.pue:
+            env["GREENJUPYTER_PUE"] = args.pue
+        run = NotebookRun(nb, path, kernel, timeout=args.timeout, allow_errors=args.allow_errors, kernel_log=kernel_log)
+        code, problem = _execute(run, env, args.timeout)
+        records = _show_run(run, db_path, settings, args.notebook, allowed_errors=code == OK)
+        if args.report:
+            detection = _detection(settings)  # the kernel's environment is ours: the same sources
+            try:
+                write_report(args.report, report_format, records, _grid(settings), settings, detection, title=args.notebook)
+            finally:
+                for source in detection.sources:
+                    source.close()
+            print(f"greenjupyter: report written to {args.report}", file=sys.stderr)
+        if args.output:
+            _write_notebook(nb, args.output)
+            print(f"greenjupyter: executed notebook written to {args.output}", file=sys.stderr)
+    if problem:
+        _error(problem)
+    return code
+
+
+def _execute(run: NotebookRun, env: dict, timeout) -> tuple[int, str | None]:
+    """Run the notebook; return (exit code, what went wrong or None). greenjupyter not loading is a UsageError."""
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    try:
+        run.execute(env)
+    except CellTimeoutError:
+        run.end_line("timed out")
+        return FAILED, f"{run.where()} ran past --timeout {timeout} s and was stopped"
+    except CellExecutionError as error:
+        return FAILED, f"{run.where()} raised {error.ename}: {error.evalue}".rstrip(": ")
+    except DeadKernelError:
+        run.end_line("kernel died")
+        if run.interrupted:
+            return INTERRUPTED, "interrupted; the kernel was shut down"
+        return DIED, (
+            f"the kernel died while running {run.where()} (its process ended: os._exit, a crash, or the system "
+            "ran out of memory); what it recorded before is shown above" + run.last_words()
+        )
+    except KernelStartError as error:
+        return DIED, str(error) + run.last_words()
+    except TimeoutError as error:  # our own silent requests got no reply
+        return DIED, f"the kernel stopped answering ({error})" + run.last_words()
+    except LoadError as error:
+        raise UsageError(str(error)) from None
+    return OK, None
+
+
+def _show_run(run: NotebookRun, db_path: str, settings, name: str, allowed_errors: bool) -> list:
+    """Print the run's cells from the history database and their totals; return their CellRecords."""
+    stored = _cells_of_run(db_path, run.sessions)
+    records = [s.record for s in stored]
+    if run.sessions:
+        print(f"greenjupyter: {name} in kernel {run.kernel}, session {run.sessions[0][:SESSION_SHOWN]}")
+        print(run_table(stored, run.cell_of_count))
+        print(totals_text(records, settings, _grid(settings)))
+    if run.errors and allowed_errors:
+        listed = ", ".join(f"cell {n} ({ename})" for n, _, ename, _ in run.errors)
+        print(f"greenjupyter: {len(run.errors)} cell(s) raised, allowed by --allow-errors or the raises-exception "
+              f"tag: {listed}", file=sys.stderr)
+    return records
+
+
+def read_notebook(path: str):
+    """Return the notebook at ``path`` (nbformat 4), or raise UsageError saying why it is not one."""
+    import nbformat
+
+    if not os.path.exists(path):
+        raise UsageError(f"no such notebook: {path}")
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a directory; accepted: a Jupyter notebook file (.ipynb)")
+    try:
+        nb = nbformat.read(path, as_version=4)
+        if not isinstance(nb.get("cells"), list):
+            raise TypeError("it has no list of cells")
+        nbformat.validate(nb)
+    except OSError as error:
+        raise UsageError(f"cannot read {path} ({error.strerror or error})") from None
+    except Exception as error:  # nbformat raises many kinds (NotJSONError, ValidationError, KeyError, ...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if len(reason) > 160:
+            reason = reason[:159] + "…"
+        raise UsageError(f"{path} is not a Jupyter notebook ({reason}); accepted: an .ipynb file in nbformat 4") from None
+    return nb
+
+
+class KernelStartError(Exception):
+    """The kernel could not be started (exit code 3)."""
+
+
+class LoadError(Exception):
+    """greenjupyter could not be loaded in the kernel (exit code 2)."""
+
+
+class NotebookRun:
+    """Execute one notebook through nbclient with greenjupyter loaded, telling progress on stderr."""
+
+    def __init__(self, nb, path: str, kernel: str, timeout: int | None = None, allow_errors: bool = False,
+                 out=None, kernel_log=None):
+        from nbclient import NotebookClient
+
+        self.nb = nb
+        self.kernel = kernel
+        self.out = out if out is not None else sys.stderr
+        self.client = NotebookClient(
+            nb,
+            kernel_name=kernel,
+            timeout=timeout,
+            startup_timeout=60,
+            allow_errors=allow_errors,
+            resources={"metadata": {"path": os.path.dirname(path)}},  # the kernel runs in the notebook's folder
+            on_cell_execute=self._cell_started,
+            on_cell_executed=self._cell_finished,
+            log=_quiet_logger(),  # failures are said once, by us, in words
+        )
+        skip = self.client.skip_cells_with_tag
+        todo = [
+            i for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "code" and cell.source.strip() and skip not in cell.metadata.get("tags", [])
+        ]
+        self.position = {index: n for n, index in enumerate(todo, 1)}  # cell index -> its place in this run
+        self.sessions: list[str] = []  # greenjupyter sessions seen in the kernel (one unless it reloads)
+        self.cell_of_count: dict[int, int] = {}  # execution count -> cell number (1-based)
+        self.errors: list[tuple] = []  # (cell number, execution count, ename, evalue) of cells that raised
+        self.current: tuple[int, int] | None = None  # (cell number, execution count) running or last run
+        self.started = False
+        self.kernel_log = kernel_log  # a binary file for the kernel process's own stderr, or None to share ours
+        self._log_mark = 0  # where that log stood when the kernel was ready
+        self._t0 = 0.0
+        self._line_open = False
+
+    @property
+    def interrupted(self) -> bool:
+        # nbclient's SIGINT/SIGTERM handler shuts the kernel down and leaves this future behind.
+        return getattr(self.client, "_async_cleanup_kernel_future", None) is not None
+
+    def where(self) -> str:
+        if self.current is None:
+            return "the notebook"
+        number, count = self.current
+        return f"cell {number} (In [{count}])"
+
+    def execute(self, env: dict) -> None:
+        from jupyter_core.utils import run_sync
+
+        try:
+            run_sync(self._run)(env)
+        except (RuntimeError, TimeoutError, OSError) as error:
+            if self.started:  # DeadKernelError and CellTimeoutError are among these
+                raise
+            self._forget_failed_start()
+            raise KernelStartError(f"kernel {self.kernel!r} could not start ({error})") from None
+
+    def _forget_failed_start(self) -> None:
+        """Clean up after a kernel that did not start, and drop nbclient's exit hook for it.
+
+        nbclient (0.11) registers an atexit cleanup before starting the kernel and leaves it
+        registered when the start fails after it has already cleaned up, so at exit the hook
+        would fail with a traceback (``assert self.km is not None``).
+        """
+        client = self.client
+        atexit.unregister(client._cleanup_kernel)
+        if client.km is not None:
+            with contextlib.suppress(Exception):
+                client._cleanup_kernel()
+
+    async def _run(self, env: dict) -> None:
+        from nbclient.exceptions import CellExecutionError
+
+        client = self.client
+        client.reset_execution_trackers()
+        # The kernel's own stderr (not its cells': those go to the notebook) is kept aside and shown
+        # only if it dies, from where it stood once the kernel was ready (past its start-up banners).
+        options = {"env": env} if self.kernel_log is None else {"env": env, "stderr": self.kernel_log}
+        async with client.async_setup_kernel(**options):
+            self.started = True
+            if self.kernel_log is not None:
+                self._log_mark = os.lseek(self.kernel_log.fileno(), 0, os.SEEK_END)
+            reply, _ = await self._quiet("", kernel_info=True)
+            if "language_info" in reply:
+                self.nb.metadata["language_info"] = reply["language_info"]
+            await self._load()
+            try:
+                for index, cell in enumerate(self.nb.cells):
+                    await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+            except CellExecutionError:
+                await self._flush()
+                raise
+            client.set_widgets_metadata()
+            await self._flush()
+
+    async def _load(self) -> None:
+        reply, printed = await self._quiet("%load_ext greenjupyter", {"recorder": SESSION_EXPRESSION})
+        hint = "greenjupyter measures IPython kernels that have it installed; choose one with --kernel NAME"
+        if reply.get("status") != "ok":
+            raise LoadError(
+                f"could not load greenjupyter in kernel {self.kernel!r} "
+                f"({reply.get('ename', 'error')}: {reply.get('evalue', '')}); {hint}"
+            )
+        recorder = _expression_value(reply, "recorder")
+        said = " ".join(printed.split())
+        if not recorder:
+            raise LoadError(f"greenjupyter did not load in kernel {self.kernel!r} ({said or 'no reason given'}); {hint}")
+        session, store_path, failed = recorder
+        if not store_path or failed:
+            raise LoadError(
+                f"the kernel cannot write the history database ({said or failed or 'no database'}); "
+                "accepted: --db PATH of a writable file"
+            )
+        self.sessions.append(session)
+        if said:
+            print(said, file=self.out)
+
+    async def _flush(self) -> None:
+        """Have the kernel write any row still queued (another writer held the database); best effort."""
+        from nbclient.exceptions import DeadKernelError
+
+        try:
+            reply, _ = await self._quiet("", {"session": FLUSH_EXPRESSION}, wait=10)
+        except (DeadKernelError, TimeoutError, RuntimeError):
+            return
+        session = _expression_value(reply, "session")
+        if session and session not in self.sessions:  # the notebook reloaded the extension
+            self.sessions.append(session)
+
+    async def _quiet(self, code: str, expressions: dict | None = None, wait: float = 60, kernel_info: bool = False):
+        """Send a silent request (not measured, not counted, no output kept); return (reply content, text printed)."""
+        from nbclient.exceptions import DeadKernelError
+        from nbclient.util import ensure_async
+
+        kc = self.client.kc
+        if kernel_info:
+            msg_id = await ensure_async(kc.kernel_info())
+        else:
+            msg_id = await ensure_async(
+                kc.execute(code, silent=True, store_history=False, user_expressions=expressions or {},
+                           allow_stdin=False, stop_on_error=False)
+            )
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                msg = await ensure_async(kc.shell_channel.get_msg(timeout=1))
+            except Empty:
+                if not await ensure_async(kc.is_alive()):
+                    raise DeadKernelError("Kernel died") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no reply from the kernel in {wait:g} s") from None
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                break
+        printed = []
+        while not kernel_info:  # what it printed (notices), until the kernel is idle again
+            try:
+                out = await ensure_async(kc.iopub_channel.get_msg(timeout=2))
+            except Empty:
+                break
+            if out["parent_header"].get("msg_id") != msg_id:
+                continue
+            if out["msg_type"] == "stream":
+                printed.append(out["content"]["text"])
+            elif out["msg_type"] == "status" and out["content"]["execution_state"] == "idle":
+                break
+        return msg["content"], "".join(printed)
+
+    def _cell_started(self, cell, cell_index) -> None:
+        count = self.client.code_cells_executed + 1  # what nbclient will give this cell
+        self.current = (cell_index + 1, count)
+        self.cell_of_count[count] = cell_index + 1
+        print(f"[{self.position.get(cell_index, '?')}/{len(self.position)}] cell {cell_index + 1} ... ",
+              end="", file=self.out, flush=True)
+        self._line_open = True
+        self._t0 = time.perf_counter()
+
+    def _cell_finished(self, cell, cell_index, execute_reply) -> None:
+        took = fmt.duration(time.perf_counter() - self._t0)
+        content = (execute_reply or {}).get("content", {})
+        if content.get("status") == "error":
+            self.errors.append((cell_index + 1, cell.get("execution_count"), content.get("ename"), content.get("evalue")))
+            self.end_line(f"{took}, raised {content.get('ename')}")
+        else:
+            self.end_line(took)
+
+    def last_words(self, lines: int = 8) -> str:
+        """Return the end of what the kernel process wrote to its stderr, as a suffix for a message."""
+        if self.kernel_log is None:
+            return ""
+        size = os.lseek(self.kernel_log.fileno(), 0, os.SEEK_END)
+        start = self._log_mark if self.started else 0
+        text = os.pread(self.kernel_log.fileno(), min(size - start, 65536), max(start, size - 65536))
+        tail = [line for line in text.decode("utf-8", "replace").splitlines() if line.strip()][-lines:]
+        return "\nthe kernel's last words on stderr:\n  " + "\n  ".join(tail) if tail else ""
+
+    def end_line(self, text: str) -> None:
+        if self._line_open:
+            print(text, file=self.out, flush=True)
+            self._line_open = False
+
+
+def _expression_value(reply: dict, name: str):
+    import ast
+
+    result = reply.get("user_expressions", {}).get(name, {})
+    if result.get("status") != "ok":
+        return None
+    try:
+        return ast.literal_eval(result.get("data", {}).get("text/plain", "None"))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _quiet_logger() -> logging.Logger:
+    log = logging.getLogger("greenjupyter.cli.nbclient")
+    log.propagate = False
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    return log
+
+
+def _check_kernel(name: str, origin: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    specs = KernelSpecManager()
+    try:
+        specs.get_kernel_spec(name)
+    except NoSuchKernel:
+        installed = ", ".join(sorted(specs.find_kernel_specs())) or "none"
+        raise UsageError(f"no such kernel: {name!r} (from {origin}); installed kernels: {installed}; "
+                         "choose one with --kernel NAME") from None
+
+
+@contextlib.contextmanager
+def _run_database(db: str | None, settings):
+    """Yield the database path the kernel writes to: --db, else db_path, else the default; a temporary one when off."""
+    from .store import default_path
+
+    path = db or settings.db_path
+    if path.strip().lower() != "off":
+        yield os.path.abspath(path or default_path())
+        return
+    print("greenjupyter: history is off (db_path is 'off'); this run is measured in a temporary database "
+          "and not kept", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="greenjupyter-") as directory:
+        yield os.path.join(directory, "history.sqlite")
+
+
+def _cells_of_run(db_path: str, sessions: list[str]) -> list:
+    if not sessions or not os.path.exists(db_path):
+        return []
+    store = _open_store(db_path)
+    try:
+        cells = [c for session in sessions for c in store.cells(session=session)]
+    finally:
+        store.close()
+    return sorted(cells, key=lambda c: c.record.measurement.started_at)
+
+
+def _write_notebook(nb, path: str) -> None:
+    import nbformat
+
+    try:
+        nbformat.write(nb, path)
+    except OSError as error:
+        raise UsageError(f"cannot write {path} ({error.strerror or error})") from None
+
+
+# --- tables and totals -----------------------------------------------------------------------
+
+
+def run_table(stored, cell_of_count: dict) -> str:
+    """Return one line per measured cell of a run: notebook cell, execution count, figures, source."""
+    if not stored:
+        return "  (no cell was measured)"
+    lines = [f"{'cell':>5} {'#':>4}  {'duration':>9}  {'energy':>9}  {'CO2e':>9}  {'avg':>8}  {'kind':<9}  source"]
+    for s in stored:
+        r, m = s.record, s.record.measurement
+        cell = cell_of_count.get(r.execution_count, "")
+        count = "" if r.execution_count is None else r.execution_count
+        co2e = "n/a" if m.co2e_g is None else fmt.co2e(m.co2e_g)
+        status = "" if r.success else f"  [{r.error}]"
+        lines.append(
+            f"{cell:>5} {count:>4}  {fmt.duration(m.duration_s):>9}  {fmt.energy(m.energy_j):>9}  {co2e:>9}  "
+            f"{fmt.power(m.avg_power_w):>8}  {_kind(m):<9}  {r.source_preview}{status}"
+        )
+    return "\n".join(lines)
+
+
+def totals_text(records, settings, grid=None) -> str:
+    """Return the totals of ``records``: cells, time, energy, CO2e and the grid it was counted on."""
+    records = list(records)
+    if not records:
+        return "total: no cells measured"
+    ms = [r.measurement for r in records]
+    energy = sum(m.energy_j for m in ms)
+    components = {name for m in ms for name in m.components}
+    estimated = {name for m in ms for name in m.estimated_components}
+    kind = "measured" if not estimated else "estimated" if estimated >= components else "partly estimated"
+    failed = sum(not r.success for r in records)
+    head = (f"total: {len(records)} cell{'s' if len(records) != 1 else ''} in {fmt.duration(sum(m.duration_s for m in ms))}, "
+            f"{fmt.energy(energy)} ({kind})" + (f", {failed} raised" if failed else ""))
+    known = [m for m in ms if m.co2e_g is not None]
+    if not known:
+        return head + "\n  CO2e: not worked out for these cells"
+    grams = sum(m.co2e_g for m in known)
+    recorded = recorded_grid(records, grid)
+    if recorded is None:
+        regions = sorted({m.region for m in known if m.region})
+        return head + f"\n  {fmt.co2e(grams)} CO2e, counted on several grids ({', '.join(regions)})"
+    from .carbon.equivalents import units_for
+
+    units = units_for(recorded.country, settings.units)
+    line = fmt.carbon_line(grams, recorded.region, recorded.g_per_kwh, recorded.pue, units)
+    return "\n".join([head, f"  {line}", *fmt.grid_lines(recorded)])
+
+
+def recorded_grid(records, grid=None):
+    """Return the Grid every record's CO2e was counted on: ``grid`` when it is that one, else one rebuilt
+    from the records (its source from the tables when the intensity is the table's); None when they differ."""
+    import math
+
+    from .carbon.context import Grid
+    from .carbon.regions import UnknownRegion, lookup
+
+    used = {(r.measurement.region, r.measurement.intensity_g_per_kwh, r.measurement.pue)
+            for r in records if r.measurement.co2e_g is not None}
+    if len(used) != 1:
+        return None
+    region, intensity, pue = used.pop()
+    if grid is not None and (grid.region, grid.pue) == (region, pue) and math.isclose(grid.g_per_kwh, intensity):
+        return grid
+    try:
+        found = lookup(region)
+    except UnknownRegion:
+        return None
+    if math.isclose(found.g_per_kwh, intensity):
+        source = f"{found.source}, {found.basis}, annual average, location-based"
+    else:
+        source = "as recorded with the cells (its source is not kept)"
+    return Grid(found.region, found.name, intensity, pue, source, "recorded with the cells", "recorded with the cells",
+                found.country)
+
+
+def _kind(m) -> str:
+    if not m.estimated:
+        return "measured"
+    return "estimated" if len(m.estimated_components) >= len(m.components) else "partly"
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+def write_report(path: str, format: str, records, grid, settings, detection=None, title: str = "") -> None:
+    from . import report
+
+    text = report.summary(records, detection, recorded_grid(records, grid), settings, format)
+    if format == "html":
+        text = html_page(text, records, title)
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as error:
+        raise UsageError(f"cannot write {path} ({error.strerror or error})") from None
+
+
+def html_page(summary_html: str, records, title: str = "") -> str:
+    """Return a standalone HTML page: the summary and, when matplotlib is installed, the energy figure."""
+    from . import report
+
+    figure = ""
+    if records:
+        try:
+            fig = report.energy_figure(records)
+            buffer = io.BytesIO()
+            report.save(fig, buffer, format="png", dpi=100)
+            data = base64.b64encode(buffer.getvalue()).decode("ascii")
+            figure = f'<figure><img alt="Energy per cell" src="data:image/png;base64,{data}"></figure>'
+        except GreenJupyterError as error:  # no matplotlib: the text alone, and why
+            figure = f'<p class="greenjupyter-note">No figure: {html.escape(str(error))}.</p>'
+    heading = f"greenjupyter: {title}" if title else "greenjupyter report"
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
+        f"<title>{html.escape(heading)}</title></head>\n<body>\n{summary_html}\n{figure}\n</body>\n</html>\n"
+    )
+
+
+def _report_format(path: str) -> str:
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in REPORT_FORMATS:
+        shown = f"extension {extension!r}" if extension else "no extension"
+        raise UsageError(f"cannot write a report to {path}: {shown} is not known; accepted: "
+                         f"{', '.join(REPORT_FORMATS)}")
+    return REPORT_FORMATS[extension]
+
+
+def _detection(settings):
+    from .sources import detect
+
+    return detect(settings.powercap_root)
+
+
+# --- history, report, export, sources over the store -----------------------------------------
+
+
+def cmd_history(args) -> int:
+    cells = _selected(args)
+    if args.cells:
+        print(history_cells_table(cells, _scope(args)))
+    else:
+        from .history import sessions
+
+        print(sessions_table(sessions(cells), _scope(args)))
+    return OK
+
+
+def cmd_report(args) -> int:
+    cells = _selected(args)
+    format = args.format or (_report_format(args.output) if args.output else "text")
+    records = [c.record for c in cells]
+    settings = _settings()
+    if args.output:
+        write_report(args.output, format, records, None, settings, title=args.notebook or "")
+        print(f"greenjupyter: report on {len(records)} cells written to {args.output}", file=sys.stderr)
+    else:
+        from . import report
+
+        text = report.summary(records, None, recorded_grid(records), settings, format)
+        print(html_page(text, records, args.notebook or "") if format == "html" else text.rstrip("\n"))
+    return OK
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    cells = _selected(args)
+    try:
+        export([c.record for c in cells], args.file)
+    except OSError as error:
+        raise UsageError(f"cannot write {args.file} ({error.strerror or error})") from None
+    print(f"greenjupyter: {len(cells)} cells written to {args.file}", file=sys.stderr)
+    return OK
+
+
+def cmd_sources(args) -> int:
+    # The same detection greenjupyter.sources() reports, without starting the shared meter.
+    detection = _detection(_settings())
+    try:
+        print(fmt.sources_text(detection))
+    finally:
+        for source in detection.sources:
+            source.close()
+    return OK
+
+
+def _selected(args) -> list:
+    """Return the stored cells that --notebook, --since and --session select, oldest first."""
+    from .history import parse_since
+
+    try:
+        since = parse_since(args.since)
+    except GreenJupyterError as error:
+        raise UsageError(f"--since: {error}") from None
+    store = _open_store(_history_path(args.db))
+    try:
+        cells = store.cells(since=since)
+    finally:
+        store.close()
+    if args.notebook:
+        wanted = {args.notebook, os.path.abspath(args.notebook), os.path.realpath(args.notebook)}
+        cells = [c for c in cells if c.record.notebook in wanted]
+    session = getattr(args, "session", None)
+    if session:
+        matches = sorted({c.session for c in cells if c.session.startswith(session)})
+        if not matches:
+            raise UsageError(f"--session {session}: no session with that id{_scope(args, ' among cells')}; "
+                             "accepted: a session id or its first characters, as `greenjupyter history` shows them")
+        if len(matches) > 1:
+            raise UsageError(f"--session {session} matches {len(matches)} sessions "
+                             f"({', '.join(m[:SESSION_SHOWN] for m in matches)}); give more characters")
+        cells = [c for c in cells if c.session == matches[0]]
+    return cells
+
+
+def _scope(args, prefix: str = "") -> str:
+    parts = []
+    if args.notebook:
+        parts.append(f"of {args.notebook}")
+    if args.since:
+        parts.append(f"in the last {args.since}")
+    return f"{prefix} {' '.join(parts)}" if parts else ""
+
+
+def _history_path(db: str | None) -> str:
+    from .store import default_path
+
+    settings = _settings()
+    path = db or settings.db_path
+    if path.strip().lower() == "off":
+        raise UsageError(f"history is off (db_path is 'off', from {settings.origin['db_path']}); "
+                         "accepted: --db PATH of a greenjupyter history file")
+    path = path or default_path()
+    if not os.path.exists(path):
+        raise UsageError(f"no history database at {path} (nothing measured there yet); "
+                         "accepted: --db PATH of an existing greenjupyter history file")
+    return path
+
+
+def _open_store(path: str):
+    from .store import Store
+
+    try:
+        return Store(path)
+    except sqlite3.DatabaseError as error:
+        raise UsageError(f"{path} is not a greenjupyter history database ({error})") from None
+    except OSError as error:
+        raise UsageError(f"cannot open {path} ({error.strerror or error})") from None
+
+
+def sessions_table(groups, scope: str = "") -> str:
+    if not groups:
+        return f"greenjupyter history: no sessions{scope}"
+    lines = [
+        f"greenjupyter history: {len(groups)} session{'s' if len(groups) != 1 else ''}{scope}, newest first",
+        (f"  {'started (UTC)':<16}  {'session':<{SESSION_SHOWN}}  {'cells':>5}  {'duration':>9}  {'energy':>9}  "
+         f"{'CO2e':>9}  {'kind':<9}  notebook"),
+    ]
+    for g in groups:
+        lines.append(
+            f"  {_utc(g['started_at'])}  {g['session'][:SESSION_SHOWN]:<{SESSION_SHOWN}}  {g['cells']:>5}  "
+            f"{fmt.duration(g['duration_s']):>9}  {fmt.energy(g['energy_j']):>9}  {fmt.co2e(g['co2e_g']):>9}  "
+            f"{'estimated' if g['estimated'] else 'measured':<9}  {g['notebook'] or '(outside a notebook)'}"
+        )
+    return "\n".join(lines)
+
+
+def history_cells_table(cells, scope: str = "") -> str:
+    if not cells:
+        return f"greenjupyter history: no cells{scope}"
+    lines = [
+        f"greenjupyter history: {len(cells)} cell{'s' if len(cells) != 1 else ''}{scope}, oldest first",
+        (f"  {'started (UTC)':<16}  {'session':<{SESSION_SHOWN}}  {'#':>4}  {'duration':>9}  {'energy':>9}  "
+         f"{'CO2e':>9}  {'kind':<9}  source"),
+    ]
+    for c in cells:
+        r, m = c.record, c.record.measurement
+        count = "" if r.execution_count is None else r.execution_count
+        co2e = "n/a" if m.co2e_g is None else fmt.co2e(m.co2e_g)
+        status = "" if r.success else f"  [{r.error}]"
+        lines.append(
+            f"  {_utc(m.started_at)}  {c.session[:SESSION_SHOWN]:<{SESSION_SHOWN}}  {count:>4}  "
+            f"{fmt.duration(m.duration_s):>9}  {fmt.energy(m.energy_j):>9}  {co2e:>9}  {_kind(m):<9}  "
+            f"{r.source_preview}{status}"
+        )
+    return "\n".join(lines)
+
+
+def _utc(moment) -> str:
+    from datetime import timezone
+
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return f"{moment:%Y-%m-%d %H:%M}"
+
+
+# --- settings, paths, the parser -------------------------------------------------------------
+
+
+def _settings(region: str | None = None, pue: str | None = None):
+    """Return settings from the environment, with --region and --pue applied (refused with what is accepted)."""
+    from .settings import load
+
+    settings = load()
+    for option, name, value in (("--region", "region", region), ("--pue", "pue", pue)):
+        if value is not None:
+            try:
+                settings.set(name, value, f"command line {option}")
+            except GreenJupyterError as error:
+                raise UsageError(f"{option}: {error}") from None
+    return settings
+
+
+def _grid(settings):
+    from .carbon import context
+
+    try:
+        grid = context.grid_for(settings)
+    except GreenJupyterError:
+        return None
+    if grid.hint:  # the library's hint names %carbon config; here the option is the way
+        grid = dataclasses.replace(grid, hint="pass --region R (a country such as FR, a US state such as US-CA, "
+                                              "or a cloud region) or set GREENJUPYTER_REGION")
+    return grid
+
+
+def _check_writable(path: str, option: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{option} {path}: no such directory {directory}; accepted: a file in an existing directory")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path} is a directory; accepted: a file name")
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; accepted: a whole number of seconds, 1 or more")
+    return value
+
+
+def _error(message: str) -> None:
+    print(f"greenjupyter: error: {message}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="greenjupyter",
+        description="Energy and CO2e of Jupyter notebooks: measure one headless, or read the history database.",
+        epilog="Exit codes: 0 ok, 1 the notebook raised, 2 usage error, 3 the kernel died.",
+    )
+    parser.add_argument("--db", metavar="PATH", default=None,
+                        help="history database (default: the db_path setting, else greenjupyter/history.sqlite "
+                             "in the Jupyter data directory)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                        help="history database (default: the db_path setting, else the default file)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = commands.add_parser("measure", parents=[common], help="run a notebook headless and measure every cell",
+                            description="Run NOTEBOOK in a fresh kernel with greenjupyter loaded; print each "
+                                        "cell's energy and CO2e and the totals.")
+    p.add_argument("notebook", metavar="NOTEBOOK", help="the .ipynb file to run")
+    p.add_argument("--region", metavar="R", help="grid region for CO2e: FR, US-CA, us-central1, aws:eu-west-3, ...")
+    p.add_argument("--pue", metavar="X", help="facility PUE, 1.0 to 3.0")
+    p.add_argument("--report", metavar="FILE", help="write a report: .html (with a figure), .md, .tex or .txt")
+    p.add_argument("--output", metavar="FILE", help="save the executed notebook, outputs included")
+    p.add_argument("--kernel", metavar="NAME", help="kernel to run it in (default: the notebook's, else python3)")
+    p.add_argument("--timeout", metavar="S", type=_seconds, help="stop a cell that runs longer than S seconds")
+    p.add_argument("--allow-errors", action="store_true", help="run on past cells that raise, and exit 0")
+    p.set_defaults(handler=cmd_measure)
+
+    def selection(p, session: bool = True):
+        p.add_argument("--notebook", metavar="PATH", help="only this notebook's cells")
+        p.add_argument("--since", metavar="SPAN", help="only cells from the last SPAN: 30m, 12h, 7d, 2w")
+        if session:
+            p.add_argument("--session", metavar="ID", help="only this kernel session (an id or its first characters)")
+
+    p = commands.add_parser("history", parents=[common], help="past kernel sessions, newest first",
+                            description="List past kernel sessions from the history database, newest first.")
+    selection(p, session=False)
+    p.add_argument("--cells", action="store_true", help="list the cells instead, oldest first")
+    p.set_defaults(handler=cmd_history)
+
+    p = commands.add_parser("report", parents=[common], help="a compute-and-emissions summary of stored cells",
+                            description="Summarise stored cells for a paper: energy, CO2e, grid, method.")
+    selection(p)
+    p.add_argument("--format", choices=("markdown", "latex", "html", "text"),
+                   help="default: from --output's extension, else text")
+    p.add_argument("--output", metavar="FILE", help="write it to FILE instead of printing it")
+    p.set_defaults(handler=cmd_report)
+
+    p = commands.add_parser("export", parents=[common], help="stored cells to CSV (CodeCarbon's columns) or JSON",
+                            description="Write stored cells to FILE: .csv (CodeCarbon's emissions.csv columns "
+                                        "first) or .json (every field).")
+    p.add_argument("file", metavar="FILE", help="a .csv or .json file to write")
+    selection(p)
+    p.set_defaults(handler=cmd_export)
+
+    p = commands.add_parser("sources", parents=[common], help="what is measured, what is estimated, and why",
+                            description="Say what this machine measures and estimates, and how to fix what is missing.")
+    p.set_defaults(handler=cmd_sources)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, or argparse's own usage error (code 2)
+        return exit.code if isinstance(exit.code, int) else USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return USAGE
+    try:
+        return args.handler(args)
+    except (UsageError, GreenJupyterError) as error:
+        _error(str(error))
+        return USAGE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return INTERRUPTED
+    except BrokenPipeError:  # e.g. piped into head
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return OK

@@ -1,0 +1,295 @@
+"""The greenjupyter command: real kernels on this interpreter run the notebooks; the rest in-process."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import nbformat
+import pytest
+
+from greenjupyter import cli, report
+from greenjupyter.errors import GreenJupyterError
+from greenjupyter.export import CODECARBON_COLUMNS
+from greenjupyter.measurement import CellRecord, Measurement
+from greenjupyter.store import Store, StoredCell
+from tests.kernels import KERNEL, kernel_environment, kernel_manager
+
+BUSY = "# <b>busy</b> & loop\ntotal = 0\nfor i in range(600_000):\n    total += i\ntotal"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A kernelspec for this interpreter on JUPYTER_PATH, and the test kernel environment, here and for children."""
+    kernel_manager(tmp_path)  # writes tmp_path/kernels/greenjupyter-test/kernel.json
+    environment = {**kernel_environment(tmp_path), "JUPYTER_PATH": str(tmp_path)}
+    for name in ("GREENJUPYTER_POWERCAP_ROOT", "GREENJUPYTER_DB_PATH", "JUPYTER_PATH"):
+        monkeypatch.setenv(name, environment[name])
+    return environment
+
+
+def write_notebook(path, cells, kernel=KERNEL):
+    nb = nbformat.v4.new_notebook()
+    if kernel:
+        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    for source in cells:
+        if source.startswith("# markdown "):
+            nb.cells.append(nbformat.v4.new_markdown_cell(source[len("# markdown "):]))
+        else:
+            nb.cells.append(nbformat.v4.new_code_cell(source))
+    nbformat.validate(nb)
+    nbformat.write(nb, str(path))
+    return str(path)
+
+
+def stored(tmp_path):
+    store = Store(str(tmp_path / "history.sqlite"))
+    try:
+        return store.cells()
+    finally:
+        store.close()
+
+
+def table_rows(stdout):
+    """Return (cell number, execution count, source) for each row of measure's per-cell table."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["cell", "#"])
+    rows = []
+    for line in lines[start + 1:]:
+        if line.startswith("total:"):
+            break
+        parts = line.split()
+        rows.append((int(parts[0]), int(parts[1]), line))
+    return rows
+
+
+def test_measure_a_notebook_then_read_the_history(tmp_path, env, capsys):
+    notebook = write_notebook(tmp_path / "R&D.ipynb", [
+        "import time\ntime.sleep(0.2)",
+        BUSY,
+        "# markdown A heading, not code",
+        "print('hello')",
+    ])
+    report_path, output = tmp_path / "out.html", tmp_path / "executed.ipynb"
+    done = subprocess.run(
+        [sys.executable, "-m", "greenjupyter", "measure", notebook, "--region", "FR",
+         "--report", str(report_path), "--output", str(output)],
+        check=False, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+    rows = table_rows(done.stdout)
+    assert [(cell, count) for cell, count, _ in rows] == [(1, 1), (2, 2), (4, 3)]
+    assert "time.sleep" not in rows[0][2] and "import time" in rows[0][2]
+    assert "total: 3 cells" in done.stdout
+    assert "FR 44.18 g/kWh" in done.stdout and "grid: France (FR)" in done.stdout
+    assert "[1/3] cell 1 ... " in done.stderr and "[3/3] cell 4 ... " in done.stderr
+
+    page = report_path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "3 cells of the notebook" in page and "<td>Energy</td>" in page
+    assert "CO<sub>2</sub>e" in page and "France (FR)" in page
+    assert "R&amp;D.ipynb" in page and "&lt;b&gt;busy&lt;/b&gt; &amp; loop" in page
+    assert "<b>busy" not in page
+    assert 'src="data:image/png;base64,' in page
+
+    executed = nbformat.read(str(output), as_version=4)
+    assert len(executed.cells) == 4
+    assert [c.get("execution_count") for c in executed.cells] == [1, 2, None, 3]
+    assert executed.cells[3].outputs[0].text == "hello\n"
+    assert executed.cells[1].outputs[0].data["text/plain"] == str(sum(range(600_000)))
+
+    cells = stored(tmp_path)
+    assert [c.record.execution_count for c in cells] == [1, 2, 3]
+    assert {c.record.notebook for c in cells} == {os.path.abspath(notebook)}
+    assert {c.record.measurement.region for c in cells} == {"FR"}
+
+    # The history, in-process, over the same database.
+    capsys.readouterr()
+    assert cli.main(["history", "--since", "1h"]) == 0
+    out = capsys.readouterr().out
+    assert "1 session in the last 1h" in out
+    assert cells[0].session[:cli.SESSION_SHOWN] in out and os.path.abspath(notebook) in out
+
+    assert cli.main(["history", "--cells", "--notebook", notebook]) == 0
+    assert capsys.readouterr().out.count(cells[0].session[:cli.SESSION_SHOWN]) == 3
+
+    exported = tmp_path / "x.csv"
+    assert cli.main(["export", str(exported), "--since", "1h"]) == 0
+    with open(exported, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        assert tuple(header[:len(CODECARBON_COLUMNS)]) == CODECARBON_COLUMNS
+        assert len(list(reader)) == 3
+
+    assert cli.main(["report", "--session", cells[0].session[:6], "--format", "text"]) == 0
+    out = capsys.readouterr().out
+    assert "3 cells of the notebook" in out and "France (FR)" in out
+
+
+def test_a_failing_cell_exits_1_and_keeps_what_ran_before(tmp_path, env, capsys):
+    notebook = write_notebook(tmp_path / "fails.ipynb", ["x = 1", "# markdown text", "1 / 0", "print('never')"], kernel=None)
+    output = tmp_path / "partial.ipynb"
+    assert cli.main(["measure", notebook, "--kernel", KERNEL, "--output", str(output)]) == 1
+    out, err = capsys.readouterr()
+    assert "error: cell 3 (In [2]) raised ZeroDivisionError: division by zero" in err
+    assert "Traceback" not in err
+    rows = table_rows(out)
+    assert [(cell, count) for cell, count, _ in rows] == [(1, 1), (3, 2)]
+    assert "[ZeroDivisionError]" in rows[1][2]
+    assert "total: 2 cells" in out and "1 raised" in out
+    cells = stored(tmp_path)
+    assert [(c.record.execution_count, c.record.success) for c in cells] == [(1, True), (2, False)]
+    executed = nbformat.read(str(output), as_version=4)
+    assert executed.cells[2].outputs[0].ename == "ZeroDivisionError" and not executed.cells[3].get("outputs")
+
+
+def test_allow_errors_runs_on_and_exits_0(tmp_path, env, capsys):
+    notebook = write_notebook(tmp_path / "fails.ipynb", ["x = 1", "1 / 0", "print('after')"])
+    assert cli.main(["measure", notebook, "--allow-errors"]) == 0
+    out, err = capsys.readouterr()
+    assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1), (2, 2), (3, 3)]
+    assert "allowed by --allow-errors" in err and "cell 2 (ZeroDivisionError)" in err
+    assert [c.record.success for c in stored(tmp_path)] == [True, False, True]
+
+
+def test_a_kernel_that_dies_exits_3_with_a_plain_message(tmp_path, env, capsys):
+    notebook = write_notebook(tmp_path / "dies.ipynb", ["x = 1", "import os; os._exit(1)", "x"])
+    assert cli.main(["measure", notebook]) == 3
+    out, err = capsys.readouterr()
+    assert "error: the kernel died while running cell 2 (In [2])" in err
+    assert "[2/3] cell 2 ... kernel died" in err
+    assert "Traceback" not in err and "DeadKernelError" not in err
+    assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1)]
+    assert [c.record.execution_count for c in stored(tmp_path)] == [1]
+
+
+def test_a_cell_past_the_timeout_is_stopped(tmp_path, env, capsys):
+    notebook = write_notebook(tmp_path / "slow.ipynb", ["x = 1", "import time\ntime.sleep(60)", "x"])
+    assert cli.main(["measure", notebook, "--timeout", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert "cell 2 (In [2]) ran past --timeout 1 s and was stopped" in err
+    assert "[2/3] cell 2 ... timed out" in err
+    assert table_rows(out)[0][:2] == (1, 1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["measure", "{tmp}/missing.ipynb"], "no such notebook: {tmp}/missing.ipynb"),
+    (["measure", "{tmp}/garbage.txt"], "{tmp}/garbage.txt is not a Jupyter notebook (Notebook does not appear to be JSON"),
+    (["measure", "{tmp}/other.ipynb"], "{tmp}/other.ipynb is not a Jupyter notebook ("),
+    (["measure", "{tmp}"], "is a directory; accepted: a Jupyter notebook file"),
+    (["measure", "{tmp}/ok.ipynb", "--kernel", "no-such-kernel"], "no such kernel: 'no-such-kernel' (from --kernel); installed kernels: "),
+    (["measure", "{tmp}/ok.ipynb", "--region", "Frnace"], "--region: unknown region 'Frnace'; did you mean France (FR)?"),
+    (["measure", "{tmp}/ok.ipynb", "--pue", "9"], "--pue: pue='9' is refused (out of range; accepted: a number from 1 to 3"),
+    (["measure", "{tmp}/ok.ipynb", "--report", "{tmp}/r.pdf"], "extension '.pdf' is not known; accepted: .html"),
+    (["measure", "{tmp}/ok.ipynb", "--output", "{tmp}/no/dir/x.ipynb"], "no such directory {tmp}/no/dir"),
+    (["measure", "{tmp}/ok.ipynb", "--timeout", "soon"], "argument --timeout: 'soon' is not accepted"),
+    (["history", "--since", "7x"], "--since: since='7x' is not understood; accepted:"),
+    (["--db", "{tmp}/none.sqlite", "history"], "no history database at {tmp}/none.sqlite"),
+    (["history", "--db", "{tmp}/garbage.txt"], "{tmp}/garbage.txt is not a greenjupyter history database"),
+    (["export", "{tmp}/x.xlsx"], "cannot export to '{tmp}/x.xlsx': extension '.xlsx' is not known; accepted: .csv"),
+    (["report", "--format", "pdf"], "invalid choice: 'pdf' (choose from 'markdown', 'latex', 'html', 'text')"),
+    (["nonsense"], "invalid choice: 'nonsense'"),
+])
+def test_usage_errors_exit_2_naming_the_value(tmp_path, capsys, argv, message):
+    (tmp_path / "garbage.txt").write_text("not { a notebook")
+    (tmp_path / "other.ipynb").write_text(json.dumps({"just": "json"}))
+    write_notebook(tmp_path / "ok.ipynb", ["1"])
+    Store(str(tmp_path / "history.sqlite")).close()
+    assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err
+    assert "Traceback" not in err
+
+
+def test_history_off_is_refused_and_empty_history_is_said(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GREENJUPYTER_DB_PATH", "off")
+    assert cli.main(["history"]) == 2
+    assert "history is off (db_path is 'off', from environment GREENJUPYTER_DB_PATH)" in capsys.readouterr().err
+    Store(str(tmp_path / "h.sqlite")).close()
+    assert cli.main(["history", "--db", str(tmp_path / "h.sqlite"), "--since", "1d"]) == 0
+    assert "greenjupyter history: no sessions in the last 1d" in capsys.readouterr().out
+
+
+def test_sources(capsys):
+    assert cli.main(["sources"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("greenjupyter sources\n") and "cpu:process" in out
+
+
+def test_help_exits_0(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "measure" in capsys.readouterr().out
+    assert cli.main([]) == 2
+
+
+def seed(tmp_path, sessions=("aaaa1111", "aaaa2222", "bbbb3333")):
+    path = str(tmp_path / "history.sqlite")
+    store = Store(path)
+    start = datetime.now(timezone.utc) - timedelta(minutes=10)
+    for n, session in enumerate(sessions):
+        for count in (1, 2):
+            m = Measurement(start + timedelta(seconds=10 * n + count), 0.5, 2.0 * count, {"cpu:process": 2.0 * count},
+                            True, 4.0, 4.0, estimated_components=("cpu:process",), co2e_g=0.0001 * count,
+                            intensity_g_per_kwh=44.18, region="FR", pue=1.0)
+            record = CellRecord(m, count, None, "/work/<x>.ipynb", True, None, f"cell {count} <i>")
+            store.add(StoredCell(record, session, "kernel", "cpu"))
+    store.close()
+    return path
+
+
+def test_report_session_prefixes_and_the_figure_or_its_absence(tmp_path, monkeypatch, capsys):
+    seed(tmp_path)
+    assert cli.main(["report", "--session", "aaaa"]) == 2
+    assert "--session aaaa matches 2 sessions (aaaa1111, aaaa2222); give more characters" in capsys.readouterr().err
+
+    page = tmp_path / "r.html"
+    assert cli.main(["report", "--session", "bbbb", "--output", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert "2 cells of the notebook “/work/&lt;x&gt;.ipynb”" in text and "data:image/png;base64," in text
+
+    def no_matplotlib(**options):
+        raise GreenJupyterError(report.MATPLOTLIB_HINT)
+
+    monkeypatch.setattr(report, "_new_figure", no_matplotlib)
+    assert cli.main(["report", "--output", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert "6 cells" in text and "No figure: figures need matplotlib: pip install matplotlib" in text
+    assert "data:image/png" not in text
+
+    assert cli.main(["report", "--format", "latex", "--notebook", "/work/<x>.ipynb"]) == 0
+    assert r"\paragraph{Compute and emissions}" in capsys.readouterr().out
+    assert cli.main(["report", "--notebook", "/elsewhere.ipynb"]) == 0
+    assert "No cells were measured." in capsys.readouterr().out
+
+
+def add_kernelspec(tmp_path, name, argv, env=None):
+    spec = tmp_path / "kernels" / name
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python",
+                                                  **({"env": env} if env else {})}))
+
+
+def test_a_kernel_that_cannot_start_exits_3_with_its_last_words(tmp_path, env, capsys):
+    add_kernelspec(tmp_path, "crash", [sys.executable, "-c", "import sys; sys.exit('no kernel today')"])
+    notebook = write_notebook(tmp_path / "nb.ipynb", ["1"], kernel="crash")
+    assert cli.main(["measure", notebook]) == 3
+    err = capsys.readouterr().err
+    assert "error: kernel 'crash' could not start (" in err and "no kernel today" in err
+    assert "Traceback" not in err
+
+
+def test_a_kernel_without_greenjupyter_is_refused(tmp_path, env, capsys):
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "greenjupyter.py").write_text("raise ImportError('not installed here')\n")
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    add_kernelspec(tmp_path, "elsewhere", argv, env={"PYTHONPATH": str(shadow)})
+    notebook = write_notebook(tmp_path / "nb.ipynb", ["1"])
+    assert cli.main(["measure", notebook, "--kernel", "elsewhere"]) == 2
+    err = capsys.readouterr().err
+    assert "could not load greenjupyter in kernel 'elsewhere' (ImportError: not installed here)" in err
+    assert "choose one with --kernel NAME" in err and "Traceback" not in err
