@@ -115,3 +115,26 @@ def test_terminal_ipython_publishes_nothing():
         assert extension.current_recorder().stream is None
     finally:
         shell.run_cell("%unload_ext greenjupyter")
+
+
+def test_a_reloaded_page_can_ask_for_a_snapshot_on_the_next_tick():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from greenjupyter.ipython import extension
+    from greenjupyter.ipython.stream import Stream
+
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter")
+    try:
+        sent = []
+        stream = Stream(sent.append, extension.current_recorder(), idle_every_s=0.0)
+        sampler = extension.current_recorder().meter.sampler
+        tick = sampler.samples[-1] if sampler.samples else sampler.tick() or sampler.tick()
+        for _ in range(3):
+            stream.on_sample(tick)
+        stream.request_snapshot()
+        stream.on_sample(tick)
+        assert [m["kind"] for m in sent] == ["snapshot", "update", "update", "snapshot"]
+        assert [m["seq"] for m in sent] == [1, 2, 3, 4]
+    finally:
+        shell.run_cell("%unload_ext greenjupyter")

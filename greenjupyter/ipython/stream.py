@@ -58,6 +58,10 @@ class Stream:
             if callback in listeners:
                 listeners.remove(callback)
 
+    def request_snapshot(self) -> None:
+        """Send a snapshot on the next tick (a page that was just reloaded asks for one)."""
+        self._last_snapshot = -float("inf")
+
     def on_cell(self, record) -> None:
         self._cells.append(cell_json(record))
 
