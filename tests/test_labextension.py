@@ -1,0 +1,361 @@
+"""The JupyterLab extension: packaging, the TypeScript unit tests (jest), and browser tests.
+
+Browser tests start a real ``jupyter lab`` on 127.0.0.1 with a real kernel and drive Debian's
+Chromium through Playwright (no browser download). Screenshots go to test-artifacts/.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import greenjupyter
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("GREENJUPYTER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+BIN = Path(sys.executable).parent
+
+
+def jlpm() -> list:
+    found = shutil.which("jlpm", path=str(BIN)) or shutil.which("jlpm")
+    assert found, "jlpm not found: install jupyterlab (the test extra) into this environment"
+    return [found]
+
+
+def test_the_labextension_version_is_the_package_version():
+    package = json.loads((ROOT / "package.json").read_text())
+    assert package["version"] == greenjupyter.__version__
+
+
+def test_pip_install_ships_the_prebuilt_extension_enabled():
+    out = subprocess.run([str(BIN / "jupyter"), "labextension", "list"], capture_output=True, text=True, timeout=60)
+    line = next((line for line in (out.stdout + out.stderr).splitlines() if "greenjupyter" in line), "")
+    assert "enabled" in line and "OK" in line, out.stdout + out.stderr
+    assert (Path(sys.prefix) / "share/jupyter/labextensions/greenjupyter/package.json").exists()
+
+
+def test_typescript_unit_tests_pass():
+    """jest: formatting, equivalents and the stream model (labextension/test/)."""
+    if not (ROOT / "node_modules").exists():
+        subprocess.run(jlpm() + ["install"], cwd=ROOT, check=True, timeout=900)
+    run = subprocess.run(jlpm() + ["jest", "--ci"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+# ---------------------------------------------------------------- browser tests
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: scripts/test.sh installs Debian's (apt-get install chromium) as root; "
+                    "it could not here")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_apply_and_redraw_with_an_hour_of_history_is_fast(browser):
+    """p95 of (apply one update + redraw the canvas) with 14,400 samples (an hour at 4/s) in the model."""
+    lib = ROOT / "lib"
+    assert (lib / "model.js").exists(), "lib/ is missing: the build (jlpm build:prod) writes it"
+    page = browser.new_page(viewport={"width": 420, "height": 300}, device_scale_factor=2)
+
+    def serve(route):
+        path = route.request.url.split("http://bench.invalid/", 1)[1]
+        file = lib / (path if path.endswith(".js") else path + ".js")
+        if path == "index.html":
+            route.fulfill(content_type="text/html", body="<canvas id=c style='width:400px;height:140px'></canvas>")
+        elif file.exists():
+            route.fulfill(content_type="text/javascript", body=file.read_text())
+        else:
+            route.fulfill(status=404)
+
+    page.route("http://bench.invalid/**", serve)
+    page.goto("http://bench.invalid/index.html")
+    result = page.evaluate("""async () => {
+        const { StreamModel } = await import('/model');
+        const { PowerChart } = await import('/chart');
+        const model = new StreamModel({ log: () => {} });
+        const t0 = 1.7e9, samples = [], cells = [];
+        for (let i = 0; i < 14400; i++) {
+            const t = t0 + i * 0.25, w = 5 + 3 * Math.sin(i / 40) + (i % 7);
+            samples.push([t - 0.25, t, w, [w * 0.8, w * 0.15, w * 0.05]]);
+        }
+        for (let i = 0; i < 600; i++) {
+            cells.push({ execution_count: i + 1, cell_id: 'c' + i, source_preview: 'x', success: true,
+                         started_at: t0 + i * 6, duration_s: 3, energy_j: 10, components: {}, estimated: false,
+                         avg_power_w: 3, peak_power_w: 4, co2e_g: 0.001 });
+        }
+        model.apply({ v: 1, kind: 'snapshot', seq: 1, session: 's', t: t0 + 3600, busy: true,
+                      components: ['cpu:package-0', 'dram:0', 'gpu:0'], estimated: [], samples, cells,
+                      totals: { cells: 600, duration_s: 1800, energy_j: 6000, co2e_g: 0.6 } });
+        const chart = new PowerChart(document.getElementById('c'));
+        const ctx = chart.canvas.getContext('2d');
+        let t = t0 + 14399 * 0.25;
+        const run = (windowS, rounds) => {
+            const times = [];
+            for (let k = 0; k < rounds; k++) {
+                t += 0.25;
+                const began = performance.now();
+                model.apply({ v: 1, kind: 'update', seq: 2 + times.length, session: 's', t, busy: true,
+                              samples: [[t - 0.25, t, 6, [4.8, 0.9, 0.3]]], cells: [] });
+                chart.draw(model, windowS, 400, 140, 2);
+                ctx.getImageData(0, 0, 1, 1);  // make the canvas finish drawing inside the timing
+                times.push(performance.now() - began);
+            }
+            times.sort((a, b) => a - b);
+            return { p50: times[Math.floor(rounds * 0.5)], p95: times[Math.floor(rounds * 0.95)],
+                     max: times[rounds - 1], samples: model.samples.length };
+        };
+        run(600, 50);  // warm up
+        return { window10min: run(600, 400), window60min: run(3600, 400) };
+    }""")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "bench-apply-redraw.json").write_text(json.dumps(result, indent=1))
+    print("apply one update + redraw, an hour of samples:", json.dumps(result))
+    assert result["window60min"]["samples"] >= 14000
+    # The target is p95 <= 4 ms (printed above and saved); the test fails only past one frame (16 ms),
+    # so that a CI machine busy with other work does not turn a timing into a flaky failure.
+    assert result["window60min"]["p95"] <= 16 and result["window10min"]["p95"] <= 16, result
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, browser):
+    """A real JupyterLab on a free port: its root dir, URL and token; the extension as pip installed it."""
+    base = tmp_path_factory.mktemp("lab")
+    root, data = base / "notebooks", base / "data"
+    root.mkdir()
+    kernel = data / "kernels" / "python3"
+    kernel.mkdir(parents=True)
+    kernel.joinpath("kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3", "language": "python"}))
+    settings = base / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    settings.joinpath("notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENJUPYTER_")}
+    env.update({
+        "JUPYTER_DATA_DIR": str(data), "JUPYTER_CONFIG_DIR": str(base / "config"),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "IPYTHONDIR": str(base / "ipython"),
+        "GREENJUPYTER_POWERCAP_ROOT": str(base / "no-powercap"), "GREENJUPYTER_REGION": "FR",
+        "GREENJUPYTER_DB_PATH": "off",
+    })
+    port, token = free_port(), "greenjupyter-test"
+    log = open(base / "server.log", "w")
+    server = subprocess.Popen(
+        [str(BIN / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--allow-root",
+         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         f"--LabApp.user_settings_dir={base / 'settings'}", f"--LabApp.workspaces_dir={base / 'workspaces'}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                raise AssertionError("jupyter lab did not start:\n" + (base / "server.log").read_text())
+            time.sleep(0.3)
+    yield {"root": root, "url": url, "token": token}
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+def write_notebook(root: Path, name: str, sources: list) -> None:
+    cells = [{"cell_type": "code", "id": f"cell-{i}", "metadata": {}, "execution_count": None, "outputs": [],
+              "source": source} for i, source in enumerate(sources)]
+    notebook = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                            "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    (root / name).write_text(json.dumps(notebook))
+
+
+@pytest.fixture
+def page(browser, lab):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.dialogs = []
+
+    def on_dialog(dialog):
+        if dialog.type == "beforeunload":  # "leave with unsaved changes?" on reload: yes
+            dialog.accept()
+        else:  # alert() and the like: none expected
+            page.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.console = []
+    page.on("console", lambda message: page.console.append(message.text))
+    yield page
+    context.close()
+
+
+def open_notebook(page, lab, name):
+    page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")
+    return wait_ready(page)
+
+
+def wait_ready(page):
+    """Wait for the notebook, open the greenjupyter sidebar, wait until it knows the kernel."""
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=30000)
+    panel = page.locator("#greenjupyter-panel")
+    if not panel.is_visible():
+        page.locator('.jp-SideBar [data-id="greenjupyter-panel"]').click()
+    panel.wait_for(state="visible", timeout=10000)
+    page.wait_for_selector('#greenjupyter-panel:is([data-state="not-loaded"], [data-state="live"])', timeout=30000)
+    return panel
+
+
+def run_cell(page, index, wait=True):
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    cell.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Enter")
+    if wait:
+        wait_cell(page, index)
+
+
+def wait_cell(page, index, timeout=30000):
+    prompt = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt")
+    page.wait_for_function("el => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=timeout)
+
+
+def shot(locator, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    locator.screenshot(path=str(ARTIFACTS / name))
+
+
+BUSY_2S = "import time\nt = time.time()\nwhile time.time() - t < 2:\n    pass"
+XSS = "<img src=x onerror=alert(1)>"
+RECORDS = ("import greenjupyter, json\n"
+           "print(json.dumps({r.execution_count: r.measurement.energy_j for r in greenjupyter.cells()}))")
+
+
+def test_panel_follows_a_notebook_live_with_cells_badges_and_safe_text(page, lab):
+    write_notebook(lab["root"], "live.ipynb", ["%load_ext greenjupyter", BUSY_2S, XSS, RECORDS])
+    panel = open_notebook(page, lab, "live.ipynb")
+    assert "%load_ext greenjupyter" in panel.locator(".gj-state").inner_text()  # the empty state says what to do
+    shot(panel, "panel-empty.png")
+
+    run_cell(page, 0)
+    page.wait_for_selector('#greenjupyter-panel[data-state="live"]', timeout=10000)
+    page.wait_for_timeout(600)
+    idle_watts = panel.locator(".gj-now-value").inner_text()
+
+    # The live watts while a 2-second busy cell runs: at least twice a second, and they move.
+    run_cell(page, 1, wait=False)
+    seen, deadline = [], time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        seen.append((panel.locator(".gj-busy").inner_text(), panel.locator(".gj-now-value").inner_text()))
+        page.wait_for_timeout(100)
+    wait_cell(page, 1)
+    running = [watts for state, watts in seen if state == "cell running"]
+    assert len(running) >= 8, seen
+    assert len(set(running) | {idle_watts}) >= 2, seen  # the figure changed while it ran
+    assert panel.locator(".gj-badge.gj-estimated").count() == 2  # cpu:process, dram:process, labelled
+    shot(panel, "panel-live.png")
+
+    run_cell(page, 2)  # a SyntaxError whose source is HTML: measured, and shown as text
+    run_cell(page, 3)
+    page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length >= 3",
+                           timeout=10000)
+    kernel = json.loads(page.locator(".jp-Notebook .jp-Cell").nth(3).locator(".jp-OutputArea-output").inner_text())
+    table = {}
+    for row in panel.locator(".gj-cell-row").all():
+        table[row.locator(".gj-count").inner_text().strip("▲ []")] = float(
+            row.locator(".gj-energy").get_attribute("data-joules"))
+    for count, energy in kernel.items():
+        assert table[count] == pytest.approx(energy, rel=1e-12), (table, kernel)
+
+    # The kernel's strings stay text: no element made of them, no script run.
+    assert XSS in panel.locator(".gj-cells").inner_text()
+    assert panel.locator(".gj-cells img").count() == 0 and page.locator("img[src='x']").count() == 0
+    assert page.dialogs == []
+
+    # Totals: energy, CO2e, equivalents, grid; the costliest cell stands out; badges under cells.
+    totals = panel.locator(".gj-totals").inner_text()
+    assert "France (FR)" in totals and "g/kWh" in totals and "CO2e" in totals
+    costliest = panel.locator(".gj-costliest .gj-count").inner_text()
+    assert costliest.strip("▲ []") == max(table, key=table.get)
+    assert page.locator(".jp-Cell .gj-cell-badge").count() >= 3
+    assert "⚡" in page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".gj-cell-badge").inner_text()
+
+    # Sorting by energy puts the costliest first; a click on a row goes to its cell.
+    panel.locator("button.gj-sort", has_text="Energy").click()
+    page.wait_for_timeout(100)
+    first = panel.locator(".gj-cell-row").first
+    assert "gj-costliest" in first.get_attribute("class")
+    panel.locator(".gj-cell-row", has_text="onerror").click()
+    page.wait_for_timeout(200)
+    assert page.locator(".jp-Notebook .jp-Cell.jp-mod-active").get_attribute("data-windowed-list-index") == "2" or \
+        XSS in page.locator(".jp-Notebook .jp-Cell.jp-mod-active .jp-InputArea").inner_text()
+    shot(panel, "panel-cells.png")
+    page.screenshot(path=str(ARTIFACTS / "lab-live.png"))
+
+
+def test_history_after_reload_restart_and_a_second_notebook(page, lab):
+    write_notebook(lab["root"], "again.ipynb", ["%load_ext greenjupyter", "import time\ntime.sleep(0.5)",
+                                                "x = sum(range(10**6))"])
+    write_notebook(lab["root"], "other.ipynb", ["1 + 1"])
+    panel = open_notebook(page, lab, "again.ipynb")
+    for index in range(3):
+        run_cell(page, index)
+    page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length >= 2",
+                           timeout=10000)
+    before = sorted(panel.locator(".gj-count").all_inner_texts())
+
+    # A reload finds the history again (the kernel's snapshot: the last minute and recent cells).
+    started = time.monotonic()
+    page.reload()
+    panel = wait_ready(page)
+    page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length >= 2",
+                           timeout=15000)
+    assert sorted(panel.locator(".gj-count").all_inner_texts()) == before
+    assert "France" in panel.locator(".gj-totals").inner_text()
+    assert panel.locator(".gj-now-value").inner_text() != "–"
+    print(f"history back {time.monotonic() - started:.1f} s after the reload started")
+    shot(panel, "panel-after-reload.png")
+
+    # A second notebook: the panel follows it, and says what to do there.
+    page.locator(".jp-DirListing-item", has_text="other.ipynb").dblclick()
+    page.wait_for_selector('#greenjupyter-panel[data-state="not-loaded"]', timeout=20000)
+    assert "other.ipynb" in panel.locator(".gj-title").inner_text()
+    shot(panel, "panel-second-notebook.png")
+    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="again.ipynb").click()
+    page.wait_for_selector('#greenjupyter-panel[data-state="live"]', timeout=10000)
+
+    # A kernel restart: the panel says so in plain words.
+    page.locator(".lm-MenuBar-item", has_text="Kernel").click()
+    page.locator(".lm-Menu-item", has_text="Restart Kernel…").first.click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    page.wait_for_selector('#greenjupyter-panel[data-state="restarted"]', timeout=20000)
+    assert "restarted" in panel.locator(".gj-state").inner_text()
+    shot(panel, "panel-restarted.png")
