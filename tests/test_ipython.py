@@ -1,5 +1,6 @@
 """The extension in a real InteractiveShell: hooks, records, magics, unload, failures."""
 
+import os
 import threading
 import time
 
@@ -238,3 +239,27 @@ def test_a_gpu_lost_mid_cell_is_reported_once_and_the_cell_runs_on(gpus, capsys)
         assert "last error: GPU is lost" in captured.outputs[0].data["text/plain"]
     finally:
         run(shell, "%unload_ext greenjupyter")
+
+
+def test_loading_imports_nothing_heavy_and_starts_no_process(tmp_path):
+    """%load_ext in a terminal IPython: no kernel machinery, NVML, matplotlib or network modules."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, subprocess\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "shell = InteractiveShell.instance()\n"
+        "before = set(sys.modules)\n"
+        "spawned = []\n"
+        "real = subprocess.Popen.__init__\n"
+        "subprocess.Popen.__init__ = lambda self, *a, **k: (spawned.append(a), real(self, *a, **k))[1]\n"
+        "shell.run_line_magic('load_ext', 'greenjupyter')\n"
+        "new = set(sys.modules) - before\n"
+        "heavy = sorted(m for m in new if m.split('.')[0] in ('ipykernel', 'jupyter_client', 'zmq', 'pynvml', "
+        "'matplotlib', 'pandas', 'urllib', 'http', 'ipywidgets', 'nbclient'))\n"
+        "print(heavy, spawned)\n"
+    )
+    env = {**os.environ, "GREENJUPYTER_DB_PATH": str(tmp_path / "h.sqlite")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip() == "[] []", done.stdout + done.stderr

@@ -220,3 +220,15 @@ def test_a_kernel_killed_with_sigkill_keeps_every_cell_it_ran(tmp_path):
     cells = Store(env["GREENJUPYTER_DB_PATH"]).cells()
     assert [c.record.source_preview for c in cells] == [f"x = {n}" for n in range(5)]
     assert len({c.kernel_id for c in cells}) == 1 and cells[0].kernel_id
+
+
+def test_history_as_a_dataframe(tmp_path, monkeypatch):
+    store = Store(str(tmp_path / "h.sqlite"))
+    for n in (1, 2, 3):
+        store.add(stored(n))
+    monkeypatch.setattr(runtime, "get_store", lambda: store)
+    frame = greenjupyter.history().to_dataframe()
+    assert list(frame["execution_count"]) == [1, 2, 3]
+    assert list(frame["energy_j"]) == [100.0, 200.0, 300.0]
+    assert list(frame["energy_j[cpu:package-0]"]) == [80.0, 160.0, 240.0]
+    assert list(frame["success"]) == [True, False, True]

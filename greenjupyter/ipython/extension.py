@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
 from collections import deque
@@ -201,6 +202,8 @@ class CellRecorder:
 
 def _kernel_id():
     """Return the Jupyter kernel's id from its connection file name, or None outside a kernel."""
+    if "ipykernel" not in sys.modules:  # not in a kernel; importing it would cost ~120 ms
+        return None
     try:
         from ipykernel.connect import get_connection_file
 
