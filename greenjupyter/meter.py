@@ -29,6 +29,7 @@ class Reading:
     values: list[float]
     faults: int
     components: tuple[str, ...]
+    spread_s: float = 0.0  # how long the reads took: t is uncertain by half of it
 
 
 class Meter:
@@ -97,21 +98,22 @@ class Meter:
     def read(self) -> tuple[float, list[float], tuple[str, ...]]:
         """Return (perf_counter time, cumulative joules per component, component names)."""
         with self._lock:
-            return self._read_locked(False)
+            return self._read_locked(False)[:3]
 
     def snapshot(self) -> Reading:
         """Return every counter now, as a window's edge (the start or the stop)."""
         wall = time.time()
         with self._lock:
-            t, values, components = self._read_locked(True)
-            return Reading(t, wall, values, len(self._fault_log), components)
+            t, values, components, spread = self._read_locked(True)
+            return Reading(t, wall, values, len(self._fault_log), components, spread)
 
     def _read_locked(self, edge: bool):
         before = time.perf_counter()
         values = []
         for read in self._readers:
             values += read(edge)
-        t = (before + time.perf_counter()) / 2  # the reads' moment, even if we were preempted
+        after = time.perf_counter()
+        t = (before + after) / 2  # the reads' moment, within half their spread even if we were preempted
         # Sources mark a failed read with this very NAN object, so `in` finds it by identity.
         if NAN in values or self._failing:
             for i, value in enumerate(values):
@@ -120,7 +122,7 @@ class Meter:
                 elif i not in self._failing:  # log each spell of failure once
                     self._failing.add(i)
                     self._fault_log.append(i)
-        return t, values, self.components
+        return t, values, self.components, after - before
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until sources found on the sampler thread (GPUs) have been added."""
@@ -141,6 +143,7 @@ class Meter:
         recent, peak = self.sampler.window_stats(start.t, stop.t)
         recent_w = recent.watts if recent is not None and recent.components == stop.components else None
         names, estimated_flags = stop.components, self._estimated
+        edge_spread = (start.spread_s + stop.spread_s) / 2  # a preempted read blurs its edge's time
         failed_reads = set(self._fault_log[start.faults : stop.faults]) if stop.faults != start.faults else ()
         parts, estimated, failed = {}, [], []
         energy = uncertainty = 0.0
@@ -159,7 +162,7 @@ class Meter:
             watts = joules / duration if duration > 0 else 0.0
             if recent_w is not None and recent_w[i] > watts:
                 watts = recent_w[i]
-            uncertainty += watts * self._period[i] + self._power_error[i] * duration
+            uncertainty += watts * (self._period[i] + edge_spread) + self._power_error[i] * duration
         average = energy / duration if duration > 0 else 0.0
         return Measurement(
             started_at=datetime.fromtimestamp(start.wall, timezone.utc),
