@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,6 +62,7 @@ COLUMNS = (
 INSERT = f"INSERT INTO cells ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(', ')))})"
 BUSY_ERRORS = ("locked", "busy")
 ANY = object()  # no filter on that column
+LOCK_PATIENCE_S = 10.0  # how long rows may wait for a lock before the user is told
 WAL_CHECKPOINT_BYTES = 4_000_000  # about what SQLite's own 1,000-page autocheckpoint would allow
 
 
@@ -95,6 +97,7 @@ class Store:
     def __init__(self, path: str):
         self.path = path
         self._waiting: deque = deque()  # rows that met a lock, for the sampler thread to write
+        self._waiting_since = None  # monotonic time the oldest waiting row met the lock
         self.failed = None  # why the store gave up, once it has
         directory = os.path.dirname(path)
         if directory:
@@ -105,6 +108,7 @@ class Store:
             self._background.execute("PRAGMA journal_mode = WAL")
             self._migrate()
             self._cell_db = self._connect(busy_ms=0)
+            self._cell_db.execute("PRAGMA cache_size = -256")  # appends need a few pages, not SQLite's 2 MB
         except Exception:
             self._background.close()
             raise
@@ -147,6 +151,8 @@ class Store:
                 self._cell_db.execute(INSERT, row)
         except sqlite3.OperationalError as error:
             if any(word in str(error) for word in BUSY_ERRORS):
+                if not self._waiting:
+                    self._waiting_since = time.monotonic()
                 self._waiting.append(row)
             else:
                 self._give_up(error)
@@ -162,11 +168,18 @@ class Store:
                 while self._waiting:
                     self._background.execute(INSERT, self._waiting[0])
                     self._waiting.popleft()
+                self._waiting_since = None
                 if _wal_bytes(self.path) > WAL_CHECKPOINT_BYTES:
                     self._background.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.OperationalError as error:
             if not any(word in str(error) for word in BUSY_ERRORS):
                 self._give_up(error)
+            elif self._waiting_since is not None and time.monotonic() - self._waiting_since > LOCK_PATIENCE_S:
+                notice(
+                    "store-locked",
+                    f"history database {self.path} has been locked by another process for over "
+                    f"{LOCK_PATIENCE_S:g} s; {len(self._waiting)} cells wait in memory and are written when it frees",
+                )
         except sqlite3.DatabaseError as error:
             self._give_up(error)
 

@@ -77,6 +77,26 @@ def test_a_locked_database_never_makes_the_cell_wait_and_loses_nothing(tmp_path)
     assert [c.record.execution_count for c in store.cells()] == [1] and not store.failed
 
 
+def test_a_lock_held_for_long_is_told_once_and_nothing_is_lost(tmp_path, monkeypatch, capsys):
+    from greenjupyter import store as store_module
+
+    monkeypatch.setattr(store_module, "LOCK_PATIENCE_S", 0.0)
+    path = str(tmp_path / "h.sqlite")
+    store = Store(path)
+    store._background.execute("PRAGMA busy_timeout = 50")  # the test's patience, not 2 s
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    store.add(stored(1))
+    store.add(stored(2))
+    store.retry()
+    store.retry()
+    err = capsys.readouterr().err
+    assert err.count("has been locked by another process") == 1 and "2 cells wait in memory" in err
+    other.execute("COMMIT")
+    store.retry()
+    assert [c.record.execution_count for c in store.cells()] == [1, 2]
+
+
 def test_checkpoints_happen_off_the_cell_path_and_keep_the_wal_small(tmp_path):
     store = Store(str(tmp_path / "h.sqlite"))
     for n in range(1500):  # ~4.5 KB of WAL each: past the checkpoint size
