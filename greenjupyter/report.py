@@ -14,13 +14,13 @@ from __future__ import annotations
 import html
 import io
 import textwrap
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 
 from . import format as fmt
 from .errors import ConfigError, GreenJupyterError
 from .measurement import JOULES_PER_KWH
+from .totals import Totals
 
 FORMATS = ("markdown", "latex", "html", "text")
 HEADING = "Compute and emissions"
@@ -46,47 +46,11 @@ def summary(records, detection=None, grid=None, settings=None, format: str = "ma
     return RENDERERS[format](sentences, rows)
 
 
-@dataclass
-class _Totals:
-    cells: int = 0
-    failed: int = 0
-    duration_s: float = 0.0
-    energy_j: float = 0.0
-    uncertainty_j: float = 0.0
-    co2e_g: float = 0.0
-    co2e_cells: int = 0  # cells whose CO2e is known
-    components: dict = field(default_factory=dict)
-    estimated: set = field(default_factory=set)
-    failed_components: set = field(default_factory=set)
-    grids: dict = field(default_factory=dict)  # (region, intensity, pue) -> cells
-
-
-def _totals(records) -> _Totals:
-    t = _Totals()
-    for r in records:
-        m = r.measurement
-        t.cells += 1
-        t.failed += not r.success
-        t.duration_s += m.duration_s
-        t.energy_j += m.energy_j
-        t.uncertainty_j += m.uncertainty_j
-        for name, joules in m.components.items():
-            t.components[name] = t.components.get(name, 0.0) + joules
-        t.estimated.update(m.estimated_components)
-        t.failed_components.update(m.failed_components)
-        if m.co2e_g is not None:
-            t.co2e_g += m.co2e_g
-            t.co2e_cells += 1
-            key = (m.region, m.intensity_g_per_kwh, m.pue)
-            t.grids[key] = t.grids.get(key, 0) + 1
-    return t
-
-
 def _facts(records, detection, grid, settings) -> tuple[list[str], list[tuple[str, str]]]:
     """Return the summary as plain-text sentences and (quantity, value) rows; renderers escape them."""
     if not records:
         return ["No cells were measured."], [("Cells", "0")]
-    t = _totals(records)
+    t = Totals.of(records)
     sentences = [
         _cells_sentence(records, t),
         _energy_sentence(t),
@@ -101,7 +65,7 @@ def _facts(records, detection, grid, settings) -> tuple[list[str], list[tuple[st
     return sentences, _rows(t, grid)
 
 
-def _cells_sentence(records, t: _Totals) -> str:
+def _cells_sentence(records, t: Totals) -> str:
     notebooks = sorted({r.notebook for r in records if r.notebook})
     where = ""
     if len(notebooks) == 1:
@@ -109,21 +73,21 @@ def _cells_sentence(records, t: _Totals) -> str:
     elif notebooks:
         where = f" of {len(notebooks)} notebooks ({', '.join(notebooks)})"
     text = f"{_plural(t.cells, 'cell')}{where} ran for {fmt.duration(t.duration_s)} in total"
-    if t.failed:
-        text += f"; {t.failed} of them raised an error and {'is' if t.failed == 1 else 'are'} counted all the same"
+    if t.failed_cells:
+        text += f"; {t.failed_cells} of them raised an error and {'is' if t.failed_cells == 1 else 'are'} counted all the same"
     return text + "."
 
 
-def _energy_sentence(t: _Totals) -> str:
+def _energy_sentence(t: Totals) -> str:
     text = f"They drew {_kwh_and_j(t.energy_j)}"
     if t.uncertainty_j:
         text += f", ± {fmt.energy(t.uncertainty_j)} for the measured components (counter update periods, sensor accuracy)"
     return text + "."
 
 
-def _components_sentences(t: _Totals) -> list[str]:
-    measured = [name for name in t.components if name not in t.estimated]
-    estimated = [name for name in t.components if name in t.estimated]
+def _components_sentences(t: Totals) -> list[str]:
+    measured = [name for name in t.components if name not in t.estimated_components]
+    estimated = [name for name in t.components if name in t.estimated_components]
     out = []
     if measured:
         out.append(f"Measured by hardware counters: {', '.join(measured)}.")
@@ -150,7 +114,7 @@ def _hardware_sentences(detection) -> list[str]:
     return out
 
 
-def _grid_sentences(t: _Totals, grid) -> list[str]:
+def _grid_sentences(t: Totals, grid) -> list[str]:
     if grid is not None:
         return [
             f"Grid: {grid.name} ({grid.region}), {grid.g_per_kwh:.4g} gCO2e/kWh ({grid.intensity_source}); "
@@ -164,7 +128,7 @@ def _grid_sentences(t: _Totals, grid) -> list[str]:
     return [f"Grid (source not given): {used}."]
 
 
-def _co2e_sentence(t: _Totals, grid, settings) -> str:
+def _co2e_sentence(t: Totals, grid, settings) -> str:
     if not t.co2e_cells:
         return "CO2e was not worked out for these cells."
     from .carbon.equivalents import equivalents, units_for
@@ -190,7 +154,7 @@ def _embodied_sentences(settings) -> list[str]:
     return ["The CO2e is operational only: no embodied share is included."]
 
 
-def _costliest_sentences(records, t: _Totals) -> list[str]:
+def _costliest_sentences(records, t: Totals) -> list[str]:
     if len(records) < 2 or t.energy_j <= 0:
         return []
     top = max(records, key=lambda r: r.measurement.energy_j)
@@ -200,11 +164,11 @@ def _costliest_sentences(records, t: _Totals) -> list[str]:
     return [f"The costliest cell{count}{preview} drew {fmt.energy(top.measurement.energy_j)} ({share:.3g}% of the total)."]
 
 
-def _method_sentence(t: _Totals, settings) -> str:
+def _method_sentence(t: Totals, settings) -> str:
     from . import __version__
 
     text = f"Method: greenjupyter {__version__} read the energy counters at the start and end of each cell"
-    if t.estimated:
+    if t.estimated_components:
         text += (
             "; components without a counter were estimated from the kernel process's CPU time and "
             "resident memory and are labelled estimated"
@@ -213,14 +177,14 @@ def _method_sentence(t: _Totals, settings) -> str:
     return text + f"; CO2e = energy × PUE × grid intensity (location-based){embodied}."
 
 
-def _rows(t: _Totals, grid) -> list[tuple[str, str]]:
+def _rows(t: Totals, grid) -> list[tuple[str, str]]:
     rows = [
-        ("Cells", f"{t.cells}" + (f" ({t.failed} failed)" if t.failed else "")),
+        ("Cells", f"{t.cells}" + (f" ({t.failed_cells} failed)" if t.failed_cells else "")),
         ("Duration", fmt.duration(t.duration_s)),
         ("Energy", _kwh_and_j(t.energy_j)),
     ]
     rows += [
-        (name, f"{_kwh_and_j(joules)}, {'estimated' if name in t.estimated else 'measured'}")
+        (name, f"{_kwh_and_j(joules)}, {'estimated' if name in t.estimated_components else 'measured'}")
         for name, joules in t.components.items()
     ]
     if grid is not None:

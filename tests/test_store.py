@@ -99,7 +99,7 @@ def test_a_lock_held_for_long_is_told_once_and_nothing_is_lost(tmp_path, monkeyp
 
 def test_checkpoints_happen_off_the_cell_path_and_keep_the_wal_small(tmp_path):
     store = Store(str(tmp_path / "h.sqlite"))
-    for n in range(1500):  # ~4.5 KB of WAL each: past the checkpoint size
+    for _ in range(1500):  # ~4.5 KB of WAL each: past the checkpoint size
         store.add(stored(1))
     wal = tmp_path / "h.sqlite-wal"
     assert wal.stat().st_size > 4_000_000  # the cell path never checkpointed

@@ -7,7 +7,6 @@ import sys
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 
 from .. import runtime
 from ..measurement import CellRecord
@@ -15,6 +14,7 @@ from ..meter import Meter
 from ..notices import notice
 from ..sources.cpu_model import read_cpu_info
 from ..store import StoredCell
+from ..totals import Totals
 from .budget import Budget
 
 _recorder: "CellRecorder | None" = None
@@ -26,45 +26,6 @@ QUEUE_LIMIT = 1000
 
 def current_recorder() -> "CellRecorder | None":
     return _recorder
-
-
-@dataclass
-class Totals:
-    """Running sums over every measured cell of this session (records beyond ``cells_kept`` included)."""
-
-    cells: int = 0
-    failed_cells: int = 0
-    duration_s: float = 0.0
-    energy_j: float = 0.0
-    co2e_g: float = 0.0
-    components: dict = field(default_factory=dict)
-    estimated_components: set = field(default_factory=set)
-    failed_components: set = field(default_factory=set)
-    peak_power_w: float = 0.0
-
-    def add(self, record: CellRecord) -> None:
-        m = record.measurement
-        self.cells += 1
-        self.failed_cells += not record.success
-        self.duration_s += m.duration_s
-        self.energy_j += m.energy_j
-        self.co2e_g += m.co2e_g or 0.0
-        for name, joules in m.components.items():
-            self.components[name] = self.components.get(name, 0.0) + joules
-        if m.estimated:
-            self.estimated_components.update(m.estimated_components)
-        if m.failed_components:
-            self.failed_components.update(m.failed_components)
-        if m.peak_power_w > self.peak_power_w:
-            self.peak_power_w = m.peak_power_w
-
-    def __str__(self) -> str:
-        from ..format import totals_text
-
-        return totals_text(self)
-
-    def _repr_pretty_(self, printer, cycle) -> None:
-        printer.text(str(self))
 
 
 class CellRecorder:
