@@ -38,6 +38,7 @@ from queue import Empty
 
 from . import format as fmt
 from .errors import GreenJupyterError
+from .totals import Totals
 
 OK, FAILED, USAGE, DIED, INTERRUPTED = 0, 1, 2, 3, 130
 REPORT_FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown", ".tex": "latex", ".txt": "text"}
@@ -449,17 +450,11 @@ def run_table(stored, cell_of_count: dict) -> str:
     """Return one line per measured cell of a run: notebook cell, execution count, figures, source."""
     if not stored:
         return "  (no cell was measured)"
-    lines = [f"{'cell':>5} {'#':>4}  {'duration':>9}  {'energy':>9}  {'CO2e':>9}  {'avg':>8}  {'kind':<9}  source"]
+    lines = [f"{'cell':>5} {'#':>4}  {fmt.CELL_COLUMNS}"]
     for s in stored:
-        r, m = s.record, s.record.measurement
-        cell = cell_of_count.get(r.execution_count, "")
+        r = s.record
         count = "" if r.execution_count is None else r.execution_count
-        co2e = "n/a" if m.co2e_g is None else fmt.co2e(m.co2e_g)
-        status = "" if r.success else f"  [{r.error}]"
-        lines.append(
-            f"{cell:>5} {count:>4}  {fmt.duration(m.duration_s):>9}  {fmt.energy(m.energy_j):>9}  {co2e:>9}  "
-            f"{fmt.power(m.avg_power_w):>8}  {_kind(m):<9}  {r.source_preview}{status}"
-        )
+        lines.append(f"{cell_of_count.get(r.execution_count, ''):>5} {count:>4}  {fmt.cell_columns(r)}")
     return "\n".join(lines)
 
 
@@ -468,26 +463,21 @@ def totals_text(records, settings, grid=None) -> str:
     records = list(records)
     if not records:
         return "total: no cells measured"
-    ms = [r.measurement for r in records]
-    energy = sum(m.energy_j for m in ms)
-    components = {name for m in ms for name in m.components}
-    estimated = {name for m in ms for name in m.estimated_components}
-    kind = "measured" if not estimated else "estimated" if estimated >= components else "partly estimated"
-    failed = sum(not r.success for r in records)
-    head = (f"total: {len(records)} cell{'s' if len(records) != 1 else ''} in {fmt.duration(sum(m.duration_s for m in ms))}, "
-            f"{fmt.energy(energy)} ({kind})" + (f", {failed} raised" if failed else ""))
-    known = [m for m in ms if m.co2e_g is not None]
-    if not known:
+    t = Totals.of(records)
+    estimated = t.estimated_components
+    kind = "measured" if not estimated else "estimated" if estimated >= set(t.components) else "partly estimated"
+    head = (f"total: {t.cells} cell{'s' if t.cells != 1 else ''} in {fmt.duration(t.duration_s)}, "
+            f"{fmt.energy(t.energy_j)} ({kind})" + (f", {t.failed_cells} raised" if t.failed_cells else ""))
+    if not t.co2e_cells:
         return head + "\n  CO2e: not worked out for these cells"
-    grams = sum(m.co2e_g for m in known)
     recorded = recorded_grid(records, grid)
     if recorded is None:
-        regions = sorted({m.region for m in known if m.region})
-        return head + f"\n  {fmt.co2e(grams)} CO2e, counted on several grids ({', '.join(regions)})"
+        regions = sorted({region for region, _, _ in t.grids if region})
+        return head + f"\n  {fmt.co2e(t.co2e_g)} CO2e, counted on several grids ({', '.join(regions)})"
     from .carbon.equivalents import units_for
 
     units = units_for(recorded.country, settings.units)
-    line = fmt.carbon_line(grams, recorded.region, recorded.g_per_kwh, recorded.pue, units)
+    line = fmt.carbon_line(t.co2e_g, recorded.region, recorded.g_per_kwh, recorded.pue, units)
     return "\n".join([head, f"  {line}", *fmt.grid_lines(recorded)])
 
 
@@ -516,12 +506,6 @@ def recorded_grid(records, grid=None):
         source = "as recorded with the cells (its source is not kept)"
     return Grid(found.region, found.name, intensity, pue, source, "recorded with the cells", "recorded with the cells",
                 found.country)
-
-
-def _kind(m) -> str:
-    if not m.estimated:
-        return "measured"
-    return "estimated" if len(m.estimated_components) >= len(m.components) else "partly"
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -715,18 +699,14 @@ def history_cells_table(cells, scope: str = "") -> str:
         return f"greenjupyter history: no cells{scope}"
     lines = [
         f"greenjupyter history: {len(cells)} cell{'s' if len(cells) != 1 else ''}{scope}, oldest first",
-        (f"  {'started (UTC)':<16}  {'session':<{SESSION_SHOWN}}  {'#':>4}  {'duration':>9}  {'energy':>9}  "
-         f"{'CO2e':>9}  {'kind':<9}  source"),
+        f"  {'started (UTC)':<16}  {'session':<{SESSION_SHOWN}}  {'#':>4}  {fmt.CELL_COLUMNS}",
     ]
     for c in cells:
-        r, m = c.record, c.record.measurement
+        r = c.record
         count = "" if r.execution_count is None else r.execution_count
-        co2e = "n/a" if m.co2e_g is None else fmt.co2e(m.co2e_g)
-        status = "" if r.success else f"  [{r.error}]"
         lines.append(
-            f"  {_utc(m.started_at)}  {c.session[:SESSION_SHOWN]:<{SESSION_SHOWN}}  {count:>4}  "
-            f"{fmt.duration(m.duration_s):>9}  {fmt.energy(m.energy_j):>9}  {co2e:>9}  {_kind(m):<9}  "
-            f"{r.source_preview}{status}"
+            f"  {_utc(r.measurement.started_at)}  {c.session[:SESSION_SHOWN]:<{SESSION_SHOWN}}  {count:>4}  "
+            f"{fmt.cell_columns(r)}"
         )
     return "\n".join(lines)
 

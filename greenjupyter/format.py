@@ -161,19 +161,34 @@ def totals_text(totals, grid=None, units: str = "auto") -> str:
     return "\n".join(lines)
 
 
+# The figures every table of cells shows, after its own leading columns.
+CELL_COLUMNS = f"{'duration':>9}  {'energy':>9}  {'CO2e':>9}  {'avg':>8}  {'peak':>8}  {'kind':<9}  source"
+
+
+def cell_columns(record) -> str:
+    """Return a cell's figures lined up under CELL_COLUMNS, its source and, if it raised, the error."""
+    m = record.measurement
+    grams = "n/a" if m.co2e_g is None else co2e(m.co2e_g)
+    status = "" if record.success else f"  [{record.error}]"
+    return (
+        f"{duration(m.duration_s):>9}  {energy(m.energy_j):>9}  {grams:>9}  {power(m.avg_power_w):>8}  "
+        f"{power(m.peak_power_w):>8}  {short_kind(m):<9}  {record.source_preview}{status}"
+    )
+
+
+def short_kind(m: Measurement) -> str:
+    if not m.estimated:
+        return "measured"
+    return "estimated" if len(m.estimated_components) >= len(m.components) else "partly"
+
+
 def cells_text(records) -> str:
     if not records:
         return "greenjupyter: no cells measured yet in this session"
-    header = f"{'#':>5}  {'duration':>10}  {'energy':>10}  {'avg':>9}  {'peak':>9}  {'kind':<10} source"
-    lines = [header]
+    lines = [f"{'#':>5}  {CELL_COLUMNS}"]
     for r in records:
-        m = r.measurement
         count = "" if r.execution_count is None else str(r.execution_count)
-        status = "" if r.success else f" [{r.error}]"
-        lines.append(
-            f"{count:>5}  {duration(m.duration_s):>10}  {energy(m.energy_j):>10}  {power(m.avg_power_w):>9}  "
-            f"{power(m.peak_power_w):>9}  {('estimated' if m.estimated else 'measured'):<10} {r.source_preview}{status}"
-        )
+        lines.append(f"{count:>5}  {cell_columns(r)}")
     return "\n".join(lines)
 
 
