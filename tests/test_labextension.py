@@ -76,7 +76,8 @@ def browser():
 
 
 def test_apply_and_redraw_with_an_hour_of_history_is_fast(browser):
-    """p95 of (apply one update + redraw the canvas) with 14,400 samples (an hour at 4/s) in the model."""
+    """p95 of (apply one update + redraw the canvas) with 14,400 samples (an hour at 4/s) in the model,
+    and the picture drawn update by update equal to one drawn whole."""
     lib = ROOT / "lib"
     assert (lib / "model.js").exists(), "lib/ is missing: the build (jlpm build:prod) writes it"
     page = browser.new_page(viewport={"width": 420, "height": 300}, device_scale_factor=2)
@@ -110,8 +111,11 @@ def test_apply_and_redraw_with_an_hour_of_history_is_fast(browser):
         model.apply({ v: 1, kind: 'snapshot', seq: 1, session: 's', t: t0 + 3600, busy: true,
                       components: ['cpu:package-0', 'dram:0', 'gpu:0'], estimated: [], samples, cells,
                       totals: { cells: 600, duration_s: 1800, energy_j: 6000, co2e_g: 0.6 } });
-        const chart = new PowerChart(document.getElementById('c'));
-        const ctx = chart.canvas.getContext('2d');
+        // A canvas in main memory (willReadFrequently), so that the one-pixel read below waits for the
+        // whole raster on this thread: the timing then holds all of the work, on no GPU, every round.
+        const canvas = document.getElementById('c');
+        const ctx = canvas.getContext('2d', { alpha: false, willReadFrequently: true });
+        const chart = new PowerChart(canvas);
         let t = t0 + 14399 * 0.25;
         const run = (windowS, rounds) => {
             const times = [];
@@ -128,16 +132,40 @@ def test_apply_and_redraw_with_an_hour_of_history_is_fast(browser):
             return { p50: times[Math.floor(rounds * 0.5)], p95: times[Math.floor(rounds * 0.95)],
                      max: times[rounds - 1], samples: model.samples.length };
         };
-        run(600, 50);  // warm up
-        return { window10min: run(600, 400), window60min: run(3600, 400) };
+        // The first few hundred draws after a page loads run while the browser settles and V8
+        // optimises (p95 up to ~7 ms here); the panel then draws for hours: time the steady state.
+        const cold = run(3600, 400);
+        run(600, 400);
+        const timings = { cold60min: cold, window10min: run(600, 400), window60min: run(3600, 400) };
+        // The kept layer must give the picture a whole redraw gives: compare every pixel.
+        const fresh = document.createElement('canvas');
+        const freshCtx = fresh.getContext('2d', { alpha: false, willReadFrequently: true });
+        const differences = {};
+        for (const windowS of [600, 3600]) {
+            run(windowS, 200);  // shifts the layer 5 (60 min) to 30 (10 min) times
+            new PowerChart(fresh).draw(model, windowS, 400, 140, 2);
+            const a = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+            const b = freshCtx.getImageData(0, 0, fresh.width, fresh.height).data;
+            let off = 0, worst = 0;
+            for (let i = 0; i < a.length; i += 4) {
+                const d = Math.max(Math.abs(a[i] - b[i]), Math.abs(a[i + 1] - b[i + 1]), Math.abs(a[i + 2] - b[i + 2]));
+                if (d > 8) off++;
+                worst = Math.max(worst, d);
+            }
+            differences[windowS] = { pixels: a.length / 4, off, worst };
+        }
+        return { ...timings, differences };
     }""")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "bench-apply-redraw.json").write_text(json.dumps(result, indent=1))
     print("apply one update + redraw, an hour of samples:", json.dumps(result))
     assert result["window60min"]["samples"] >= 14000
-    # The target is p95 <= 4 ms (printed above and saved); the test fails only past one frame (16 ms),
-    # so that a CI machine busy with other work does not turn a timing into a flaky failure.
-    assert result["window60min"]["p95"] <= 16 and result["window10min"]["p95"] <= 16, result
+    # Target p95 <= 4 ms; this 2-core VM measures ~0.5-0.7 ms.
+    assert result["window60min"]["p95"] <= 4 and result["window10min"]["p95"] <= 4, result
+    # Strokes traced in pieces round a few edge pixels differently (0-4 seen); one column left
+    # out or shifted wrongly changes well over a hundred.
+    for window, diff in result["differences"].items():
+        assert diff["off"] <= 24, (window, diff)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 /**
  * The power timeline, drawn on a canvas by hand: total watts over the chart window, with the spans
- * of executed cells shaded and labelled by execution count. A redraw visits only the samples inside
- * the window (binary search for the first) and draws at most two points per pixel column, so an
- * hour of history at 4 samples/s stays well inside a frame.
+ * of executed cells shaded and labelled by execution count. Pixel columns are fixed slices of time,
+ * so a column's pixels, once its neighbours are complete, never change: they are kept on a layer
+ * that shifts left a pixel at a time, and a redraw traces only the columns settled since the last
+ * one and the few newest. Everything else (spans, labels, axes) is a few rectangles and words.
  */
 import { formatAgo, formatPower } from './format';
 import { StreamModel } from './model';
@@ -58,6 +59,11 @@ export class PowerChart {
   private _count = new Uint32Array(0);
 
   private _ctx: CanvasRenderingContext2D | null;
+  // The plot layer: two canvases, the current one and the one it is shifted into.
+  private _layers: HTMLCanvasElement[] = [];
+  private _layerKey = '';
+  private _layerModel: StreamModel | null = null;
+  private _layerBase = 0;
 
   constructor(canvas: HTMLCanvasElement) {
     this.canvas = canvas;
@@ -92,15 +98,22 @@ export class PowerChart {
     const plotH = Math.max(1, cssHeight - PAD_TOP - PAD_BOTTOM);
     const samples = model.samples;
     const n = samples.length;
-    const end = n ? samples.t1[n - 1] : model.lastMessageT;
-    const start = end - windowS;
-    const xOf = (t: number): number => PAD_LEFT + ((t - start) / windowS) * plotW;
+    const newest = n ? samples.t1[n - 1] : model.lastMessageT;
+    // Column k holds the samples ending in [k, k + 1) x columnS since 1970; `base` is the leftmost
+    // shown, so the newest sample is always in the last column and the chart steps a pixel at a time.
+    const columnS = windowS / plotW;
+    const base = Math.floor(newest / columnS) - (plotW - 1);
+    const start = base * columnS;
+    const end = start + windowS;
+    const xOf = (t: number): number => PAD_LEFT + (t / columnS - base);
 
-    // Per pixel column: peak and mean of the total watts (NaN peak where no sample ends in it).
-    if (this._max.length !== plotW) {
-      this._max = new Float64Array(plotW);
-      this._sum = new Float64Array(plotW);
-      this._count = new Uint32Array(plotW);
+    // Per pixel column: peak and mean of the total watts (NaN peak where no sample ends in it), for
+    // the shown columns and MARGIN more on the left, whose line reaches into the first ones.
+    const columns = plotW + MARGIN;
+    if (this._max.length !== columns) {
+      this._max = new Float64Array(columns);
+      this._sum = new Float64Array(columns);
+      this._count = new Uint32Array(columns);
     }
     const hi = this._max;
     const sums = this._sum;
@@ -109,25 +122,20 @@ export class PowerChart {
     sums.fill(0);
     counts.fill(0);
     let top = 0;
-    const first = samples.firstEndingAfter(start);
+    const first = samples.firstEndingAfter((base - MARGIN) * columnS);
     const t1 = samples.t1;
     const total = samples.totalW;
-    const scale = plotW / windowS;
     for (let i = first; i < n; i++) {
       const w = total[i];
-      let col = Math.floor((t1[i] - start) * scale);
-      if (col >= plotW) {
-        col = plotW - 1;
-      } else if (col < 0) {
-        col = 0;
-      }
-      sums[col] += w;
-      counts[col]++;
-      const high = hi[col];
+      const col = Math.min(Math.max(Math.floor(t1[i] / columnS) - base, -MARGIN), plotW - 1);
+      const k = col + MARGIN;
+      sums[k] += w;
+      counts[k]++;
+      const high = hi[k];
       if (high !== high || w > high) {
-        hi[col] = w;
+        hi[k] = w;
       }
-      if (w > top) {
+      if (col >= 0 && w > top) {
         top = w;
       }
     }
@@ -205,37 +213,138 @@ export class PowerChart {
     ctx.textAlign = 'right';
     ctx.fillText('now', PAD_LEFT + plotW, cssHeight - PAD_BOTTOM / 2);
 
-    // The area under each column's peak, and a line through each column's mean: two simple
-    // polylines (a zigzag through min and max in every column costs the rasteriser several times more).
-    const area = new Path2D();
-    const line = new Path2D();
-    let firstX = -1;
-    let lastX = 0;
-    for (let col = 0; col < plotW; col++) {
-      const peak = hi[col];
-      if (peak !== peak) {
-        continue;
-      }
-      const x = PAD_LEFT + col + 0.5;
-      const yMean = yOf(sums[col] / counts[col]);
-      if (firstX < 0) {
-        area.moveTo(x, yOf(0));
-        line.moveTo(x, yMean);
-        firstX = x;
-      } else {
-        line.lineTo(x, yMean);
-      }
-      area.lineTo(x, yOf(peak));
-      lastX = x;
-    }
-    if (firstX >= 0) {
-      area.lineTo(lastX, yOf(0));
-      area.closePath();
-      ctx.fillStyle = c.fill;
-      ctx.fill(area);
-      ctx.strokeStyle = c.line;
-      ctx.lineWidth = 1.5;
-      ctx.stroke(line);
+    // The area under each column's peak and a line through each column's mean. Columns up to
+    // `settled` have their final pixels; the rest change with the newest samples.
+    const plot: IPlot = { ratio, plotH, yOf, hi, sums, counts, colors: c };
+    const last = plotW - 1;
+    const settled = last - 1 - MARGIN;
+    const layer = Number.isInteger(ratio) && settled >= 0 ? this._layer(model, base, settled, `${width}x${height}|${windowS}|${yMax}|${c.fill}|${c.line}`, plot) : null;
+    if (layer) {
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.drawImage(layer, 0, 0);
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      trace(ctx, plot, settled + 1, last);
+    } else {
+      trace(ctx, plot, 0, last);
     }
   }
+
+  /**
+   * Bring the layer of settled columns (0 to `settled`) up to date for `base` and return it; null
+   * where no canvas can be made. It is redrawn whole when the geometry, the scale, the colours, the
+   * model or its kept samples (a reset, a trim) changed, or when it would shift by its whole width.
+   */
+  private _layer(model: StreamModel, base: number, settled: number, geometry: string, plot: IPlot): HTMLCanvasElement | null {
+    if (this._layers.length === 0) {
+      // The layer lives where the chart does (GPU or main memory), so compositing never crosses over.
+      const willReadFrequently = this._ctx?.getContextAttributes?.().willReadFrequently ?? false;
+      for (let k = 0; k < 2; k++) {
+        const layer = this.canvas.ownerDocument.createElement('canvas');
+        if (!layer.getContext('2d', { willReadFrequently })) {
+          return null;
+        }
+        this._layers.push(layer);
+      }
+    }
+    const key = `${geometry}|${model.samples.generation}`;
+    const shift = base - this._layerBase;
+    let from = 0;
+    if (key === this._layerKey && model === this._layerModel && shift >= 0 && shift <= settled) {
+      if (shift === 0) {
+        return this._layers[0];
+      }
+      // Shift left by whole pixels into the spare canvas; then trace the columns the shift settled.
+      const [current, spare] = this._layers;
+      const ctx = spare.getContext('2d')!;
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, spare.width, spare.height);
+      ctx.drawImage(current, -shift * plot.ratio, 0);
+      ctx.clearRect(0, 0, PAD_LEFT * plot.ratio, spare.height);
+      this._layers = [spare, current];
+      from = settled - shift + 1;
+    } else {
+      for (const layer of this._layers) {
+        layer.width = this.canvas.width; // also clears it
+        layer.height = this.canvas.height;
+      }
+    }
+    const ctx = this._layers[0].getContext('2d')!;
+    ctx.setTransform(plot.ratio, 0, 0, plot.ratio, 0, 0);
+    trace(ctx, plot, from, settled);
+    this._layerKey = key;
+    this._layerModel = model;
+    this._layerBase = base;
+    return this._layers[0];
+  }
+}
+
+/** Columns on either side of a pixel column whose segments can reach into it (line width 1.5). */
+const MARGIN = 2;
+
+interface IPlot {
+  ratio: number;
+  plotH: number;
+  yOf: (w: number) => number;
+  /** Per column from -MARGIN: peak, sum and count of the total watts. */
+  hi: Float64Array;
+  sums: Float64Array;
+  counts: Uint32Array;
+  colors: IChartColors;
+}
+
+/**
+ * Paint the pixel columns `from` to `to` exactly as one pass over every column would: the area
+ * under the peaks and the line through the means are traced from the columns around them too
+ * (MARGIN beyond, and on to the nearest holding samples across a gap), then clipped to their pixels.
+ * Two simple polylines: a zigzag through each column's min and max costs the rasteriser much more.
+ */
+function trace(ctx: CanvasRenderingContext2D, plot: IPlot, from: number, to: number): void {
+  const { hi, sums, counts, yOf } = plot;
+  const valid = (col: number): boolean => hi[col + MARGIN] === hi[col + MARGIN];
+  const last = hi.length - MARGIN - 1;
+  let begin = Math.max(-MARGIN, from - MARGIN);
+  while (begin > -MARGIN && !valid(begin)) {
+    begin--;
+  }
+  let end = Math.min(last, to + MARGIN);
+  while (end < last && !valid(end)) {
+    end++;
+  }
+  const area = new Path2D();
+  const line = new Path2D();
+  let firstX = NaN;
+  let lastX = NaN;
+  for (let col = begin; col <= end; col++) {
+    if (!valid(col)) {
+      continue;
+    }
+    const k = col + MARGIN;
+    const x = PAD_LEFT + col + 0.5;
+    const yMean = yOf(sums[k] / counts[k]);
+    if (firstX !== firstX) {
+      area.moveTo(x, yOf(0));
+      line.moveTo(x, yMean);
+      firstX = x;
+    } else {
+      line.lineTo(x, yMean);
+    }
+    area.lineTo(x, yOf(hi[k]));
+    lastX = x;
+  }
+  if (firstX !== firstX) {
+    return;
+  }
+  area.lineTo(lastX, yOf(0));
+  area.closePath();
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(PAD_LEFT + from, 0, to - from + 1, PAD_TOP + plot.plotH + 1);
+  ctx.clip();
+  ctx.fillStyle = plot.colors.fill;
+  ctx.fill(area);
+  ctx.strokeStyle = plot.colors.line;
+  ctx.lineWidth = 1.5;
+  ctx.lineJoin = 'round';
+  ctx.stroke(line);
+  ctx.restore();
 }

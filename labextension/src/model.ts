@@ -129,6 +129,8 @@ export class SampleColumns {
   totalW: number[] = [];
   /** W per component, in the order of the model's `components`; null where a component failed. */
   watts: Array<Array<number | null>> = [];
+  /** Bumped whenever samples are dropped (a trim or a clear), so that views know to redraw whole. */
+  generation = 0;
 
   get length(): number {
     return this.t1.length;
@@ -156,6 +158,7 @@ export class SampleColumns {
       this.t1.splice(0, cut);
       this.totalW.splice(0, cut);
       this.watts.splice(0, cut);
+      this.generation++;
     }
   }
 
@@ -179,6 +182,7 @@ export class SampleColumns {
     this.t1 = [];
     this.totalW = [];
     this.watts = [];
+    this.generation++;
   }
 }
 
