@@ -168,17 +168,25 @@ def test_apply_and_redraw_with_an_hour_of_history_is_fast(browser):
         assert diff["off"] <= 24, (window, diff)
 
 
+KERNELS = {
+    "python3": {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3", "language": "python"},
+    # A kernel for another language (bash_kernel, from the test extra): the panel must say so.
+    "bash": {"argv": [sys.executable, "-m", "bash_kernel", "-f", "{connection_file}"],
+             "display_name": "Bash", "language": "bash"},
+}
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, browser):
     """A real JupyterLab on a free port: its root dir, URL and token; the extension as pip installed it."""
     base = tmp_path_factory.mktemp("lab")
     root, data = base / "notebooks", base / "data"
     root.mkdir()
-    kernel = data / "kernels" / "python3"
-    kernel.mkdir(parents=True)
-    kernel.joinpath("kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3", "language": "python"}))
+    for name, spec in KERNELS.items():
+        kernel = data / "kernels" / name
+        kernel.mkdir(parents=True)
+        kernel.joinpath("kernel.json").write_text(json.dumps(spec))
     settings = base / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     settings.joinpath("notification.jupyterlab-settings").write_text(
@@ -217,11 +225,12 @@ def lab(tmp_path_factory, browser):
     log.close()
 
 
-def write_notebook(root: Path, name: str, sources: list) -> None:
+def write_notebook(root: Path, name: str, sources: list, kernel: str = "python3") -> None:
     cells = [{"cell_type": "code", "id": f"cell-{i}", "metadata": {}, "execution_count": None, "outputs": [],
               "source": source} for i, source in enumerate(sources)]
-    notebook = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                            "language": "python"}},
+    spec = KERNELS[kernel]
+    notebook = {"cells": cells, "metadata": {"kernelspec": {"name": kernel, "display_name": spec["display_name"],
+                                                            "language": spec["language"]}},
                 "nbformat": 4, "nbformat_minor": 5}
     (root / name).write_text(json.dumps(notebook))
 
@@ -241,24 +250,44 @@ def page(browser, lab):
 
     page.on("dialog", on_dialog)
     page.console = []
-    page.on("console", lambda message: page.console.append(message.text))
+    page.on("console", lambda message: page.console.append((message.type, message.text)))
+    page.on("pageerror", lambda error: page.console.append(("pageerror", str(error))))
+    page.sent = []  # what the page sent to kernels (websocket frames, text or binary)
+    page.on("websocket", lambda socket: socket.on("framesent", lambda frame: page.sent.append(frame)))
     yield page
     context.close()
 
 
-def open_notebook(page, lab, name):
+# JupyterLab's own debugger asks a restarting kernel for its state and logs this when the restart wins.
+LAB_NOISE = ("Could not restore the debugger state",)
+
+
+def console_errors(page) -> list:
+    """Errors the page logged or threw, but for JupyterLab's known ones: ours must cause none."""
+    return [entry for entry in page.console
+            if entry[0] in ("error", "pageerror") and not entry[1].startswith(LAB_NOISE)]
+
+
+def sent_requests(page, text: str) -> int:
+    """How many frames the page sent to a kernel that contain `text`."""
+    needle = text.encode()
+    return sum(needle in (frame.encode() if isinstance(frame, str) else frame) for frame in page.sent)
+
+
+def open_notebook(page, lab, name, states=("not-loaded", "live")):
     page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")
-    return wait_ready(page)
+    return wait_ready(page, states)
 
 
-def wait_ready(page):
+def wait_ready(page, states=("not-loaded", "live")):
     """Wait for the notebook, open the greenjupyter sidebar, wait until it knows the kernel."""
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=30000)
     panel = page.locator("#greenjupyter-panel")
     if not panel.is_visible():
         page.locator('.jp-SideBar [data-id="greenjupyter-panel"]').click()
     panel.wait_for(state="visible", timeout=10000)
-    page.wait_for_selector('#greenjupyter-panel:is([data-state="not-loaded"], [data-state="live"])', timeout=30000)
+    wanted = ", ".join(f'[data-state="{state}"]' for state in states)
+    page.wait_for_selector(f"#greenjupyter-panel:is({wanted})", timeout=30000)
     return panel
 
 
@@ -347,6 +376,7 @@ def test_panel_follows_a_notebook_live_with_cells_badges_and_safe_text(page, lab
         XSS in page.locator(".jp-Notebook .jp-Cell.jp-mod-active .jp-InputArea").inner_text()
     shot(panel, "panel-cells.png")
     page.screenshot(path=str(ARTIFACTS / "lab-live.png"))
+    assert console_errors(page) == []
 
 
 def test_history_after_reload_restart_and_a_second_notebook(page, lab):
@@ -367,6 +397,7 @@ def test_history_after_reload_restart_and_a_second_notebook(page, lab):
     page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length >= 2",
                            timeout=15000)
     assert sorted(panel.locator(".gj-count").all_inner_texts()) == before
+    assert sent_requests(page, "request_snapshot") >= 1  # the reloaded panel asked the idle kernel once
     assert "France" in panel.locator(".gj-totals").inner_text()
     assert panel.locator(".gj-now-value").inner_text() != "–"
     print(f"history back {time.monotonic() - started:.1f} s after the reload started")
@@ -387,3 +418,26 @@ def test_history_after_reload_restart_and_a_second_notebook(page, lab):
     page.wait_for_selector('#greenjupyter-panel[data-state="restarted"]', timeout=20000)
     assert "restarted" in panel.locator(".gj-state").inner_text()
     shot(panel, "panel-restarted.png")
+
+    # After the restart, loading again starts a clean session: only the new cell, and no errors.
+    run_cell(page, 0)
+    page.wait_for_selector('#greenjupyter-panel[data-state="live"]', timeout=10000)
+    run_cell(page, 2)
+    page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length === 1",
+                           timeout=10000)
+    assert [text.strip("▲ ") for text in panel.locator(".gj-count").all_inner_texts()] == ["[2]"]
+    assert console_errors(page) == []
+
+
+def test_a_notebook_on_another_language_kernel_is_named_plainly(page, lab):
+    """A bash kernel: the panel says greenjupyter measures Python kernels, and sends that kernel nothing."""
+    write_notebook(lab["root"], "shell.ipynb", ["echo measured-by-bash"], kernel="bash")
+    panel = open_notebook(page, lab, "shell.ipynb", states=("not-python",))
+    assert "bash" in panel.locator(".gj-state").inner_text() and "Python" in panel.locator(".gj-state").inner_text()
+    run_cell(page, 0)
+    output = page.locator(".jp-Notebook .jp-Cell").nth(0).locator(".jp-OutputArea-output").inner_text()
+    assert output.strip() == "measured-by-bash"
+    assert sent_requests(page, "echo measured-by-bash") == 1  # the frames are seen...
+    assert sent_requests(page, "request_snapshot") == 0  # ...and no Python was sent to bash
+    shot(panel, "panel-not-python.png")
+    assert console_errors(page) == []
