@@ -13,7 +13,7 @@ import time
 
 from _report import RESULTS, machine
 
-BENCHMARKS = ["cell_overhead", "load_time", "sampler_cpu", "memory_growth", "codecarbon_compare"]
+BENCHMARKS = ["cell_overhead", "load_time", "sampler_cpu", "memory_growth", "panel_redraw", "codecarbon_compare"]
 
 
 def busy_percent(seconds: float = 1.0) -> float:

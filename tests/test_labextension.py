@@ -18,13 +18,12 @@ import pytest
 
 import greenjupyter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import panel_redraw  # noqa: E402  (bench/ is not a package)
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = os.environ.get("GREENJUPYTER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
+CHROMIUM, CHROMIUM_ARGS = panel_redraw.CHROMIUM, panel_redraw.CHROMIUM_ARGS
 BIN = Path(sys.executable).parent
 
 
@@ -47,7 +46,7 @@ def test_pip_install_ships_the_prebuilt_extension_enabled():
 
 
 def test_typescript_unit_tests_pass():
-    """jest: formatting, equivalents and the stream model (labextension/test/)."""
+    """jest: formatting and the stream model (labextension/test/)."""
     if not (ROOT / "node_modules").exists():
         subprocess.run(jlpm() + ["install"], cwd=ROOT, check=True, timeout=900)
     run = subprocess.run(jlpm() + ["jest", "--ci"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -77,85 +76,8 @@ def browser():
 
 def test_apply_and_redraw_with_an_hour_of_history_is_fast(browser):
     """p95 of (apply one update + redraw the canvas) with 14,400 samples (an hour at 4/s) in the model,
-    and the picture drawn update by update equal to one drawn whole."""
-    lib = ROOT / "lib"
-    assert (lib / "model.js").exists(), "lib/ is missing: the build (jlpm build:prod) writes it"
-    page = browser.new_page(viewport={"width": 420, "height": 300}, device_scale_factor=2)
-
-    def serve(route):
-        path = route.request.url.split("http://bench.invalid/", 1)[1]
-        file = lib / (path if path.endswith(".js") else path + ".js")
-        if path == "index.html":
-            route.fulfill(content_type="text/html", body="<canvas id=c style='width:400px;height:140px'></canvas>")
-        elif file.exists():
-            route.fulfill(content_type="text/javascript", body=file.read_text())
-        else:
-            route.fulfill(status=404)
-
-    page.route("http://bench.invalid/**", serve)
-    page.goto("http://bench.invalid/index.html")
-    result = page.evaluate("""async () => {
-        const { StreamModel } = await import('/model');
-        const { PowerChart } = await import('/chart');
-        const model = new StreamModel({ log: () => {} });
-        const t0 = 1.7e9, samples = [], cells = [];
-        for (let i = 0; i < 14400; i++) {
-            const t = t0 + i * 0.25, w = 5 + 3 * Math.sin(i / 40) + (i % 7);
-            samples.push([t - 0.25, t, w, [w * 0.8, w * 0.15, w * 0.05]]);
-        }
-        for (let i = 0; i < 600; i++) {
-            cells.push({ execution_count: i + 1, cell_id: 'c' + i, source_preview: 'x', success: true,
-                         started_at: t0 + i * 6, duration_s: 3, energy_j: 10, components: {}, estimated: false,
-                         avg_power_w: 3, peak_power_w: 4, co2e_g: 0.001 });
-        }
-        model.apply({ v: 1, kind: 'snapshot', seq: 1, session: 's', t: t0 + 3600, busy: true,
-                      components: ['cpu:package-0', 'dram:0', 'gpu:0'], estimated: [], samples, cells,
-                      totals: { cells: 600, duration_s: 1800, energy_j: 6000, co2e_g: 0.6 } });
-        // A canvas in main memory (willReadFrequently), so that the one-pixel read below waits for the
-        // whole raster on this thread: the timing then holds all of the work, on no GPU, every round.
-        const canvas = document.getElementById('c');
-        const ctx = canvas.getContext('2d', { alpha: false, willReadFrequently: true });
-        const chart = new PowerChart(canvas);
-        let t = t0 + 14399 * 0.25;
-        const run = (windowS, rounds) => {
-            const times = [];
-            for (let k = 0; k < rounds; k++) {
-                t += 0.25;
-                const began = performance.now();
-                model.apply({ v: 1, kind: 'update', seq: 2 + times.length, session: 's', t, busy: true,
-                              samples: [[t - 0.25, t, 6, [4.8, 0.9, 0.3]]], cells: [] });
-                chart.draw(model, windowS, 400, 140, 2);
-                ctx.getImageData(0, 0, 1, 1);  // make the canvas finish drawing inside the timing
-                times.push(performance.now() - began);
-            }
-            times.sort((a, b) => a - b);
-            return { p50: times[Math.floor(rounds * 0.5)], p95: times[Math.floor(rounds * 0.95)],
-                     max: times[rounds - 1], samples: model.samples.length };
-        };
-        // The first few hundred draws after a page loads run while the browser settles and V8
-        // optimises (p95 up to ~7 ms here); the panel then draws for hours: time the steady state.
-        const cold = run(3600, 400);
-        run(600, 400);
-        const timings = { cold60min: cold, window10min: run(600, 400), window60min: run(3600, 400) };
-        // The kept layer must give the picture a whole redraw gives: compare every pixel.
-        const fresh = document.createElement('canvas');
-        const freshCtx = fresh.getContext('2d', { alpha: false, willReadFrequently: true });
-        const differences = {};
-        for (const windowS of [600, 3600]) {
-            run(windowS, 200);  // shifts the layer 5 (60 min) to 30 (10 min) times
-            new PowerChart(fresh).draw(model, windowS, 400, 140, 2);
-            const a = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-            const b = freshCtx.getImageData(0, 0, fresh.width, fresh.height).data;
-            let off = 0, worst = 0;
-            for (let i = 0; i < a.length; i += 4) {
-                const d = Math.max(Math.abs(a[i] - b[i]), Math.abs(a[i + 1] - b[i + 1]), Math.abs(a[i + 2] - b[i + 2]));
-                if (d > 8) off++;
-                worst = Math.max(worst, d);
-            }
-            differences[windowS] = { pixels: a.length / 4, off, worst };
-        }
-        return { ...timings, differences };
-    }""")
+    and the picture drawn update by update equal to one drawn whole (bench/panel_redraw.py)."""
+    result = panel_redraw.measure(browser, ROOT / "lib")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "bench-apply-redraw.json").write_text(json.dumps(result, indent=1))
     print("apply one update + redraw, an hour of samples:", json.dumps(result))
@@ -196,6 +118,8 @@ def lab(tmp_path_factory, browser):
         "JUPYTER_DATA_DIR": str(data), "JUPYTER_CONFIG_DIR": str(base / "config"),
         "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "IPYTHONDIR": str(base / "ipython"),
         "GREENJUPYTER_POWERCAP_ROOT": str(base / "no-powercap"), "GREENJUPYTER_REGION": "FR",
+        # A share of the machine's making, so that a few seconds of cells reach a visible equivalent.
+        "GREENJUPYTER_EMBODIED_KG": "2500",
         "GREENJUPYTER_DB_PATH": "off",
     })
     port, token = free_port(), "greenjupyter-test"
@@ -291,8 +215,11 @@ def wait_ready(page, states=("not-loaded", "live")):
     return panel
 
 
+CELLS = ".jp-Notebook:visible .jp-Cell"  # of the notebook in front
+
+
 def run_cell(page, index, wait=True):
-    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    cell = page.locator(CELLS).nth(index)
     cell.locator(".jp-InputPrompt").click()
     page.keyboard.press("Escape")
     page.keyboard.press("Control+Enter")
@@ -301,7 +228,7 @@ def run_cell(page, index, wait=True):
 
 
 def wait_cell(page, index, timeout=30000):
-    prompt = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt")
+    prompt = page.locator(CELLS).nth(index).locator(".jp-InputPrompt")
     page.wait_for_function("el => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=timeout)
 
 
@@ -360,6 +287,7 @@ def test_panel_follows_a_notebook_live_with_cells_badges_and_safe_text(page, lab
     # Totals: energy, CO2e, equivalents, grid; the costliest cell stands out; badges under cells.
     totals = panel.locator(".gj-totals").inner_text()
     assert "France (FR)" in totals and "g/kWh" in totals and "CO2e" in totals
+    assert "of a smartphone charge" in totals  # the kernel's equivalents, as %carbon words them
     costliest = panel.locator(".gj-costliest .gj-count").inner_text()
     assert costliest.strip("▲ []") == max(table, key=table.get)
     assert page.locator(".jp-Cell .gj-cell-badge").count() >= 3
@@ -382,7 +310,7 @@ def test_panel_follows_a_notebook_live_with_cells_badges_and_safe_text(page, lab
 def test_history_after_reload_restart_and_a_second_notebook(page, lab):
     write_notebook(lab["root"], "again.ipynb", ["%load_ext greenjupyter", "import time\ntime.sleep(0.5)",
                                                 "x = sum(range(10**6))"])
-    write_notebook(lab["root"], "other.ipynb", ["1 + 1"])
+    write_notebook(lab["root"], "other.ipynb", ["%load_ext greenjupyter", "1 + 1", BUSY_2S])
     panel = open_notebook(page, lab, "again.ipynb")
     for index in range(3):
         run_cell(page, index)
@@ -403,11 +331,29 @@ def test_history_after_reload_restart_and_a_second_notebook(page, lab):
     print(f"history back {time.monotonic() - started:.1f} s after the reload started")
     shot(panel, "panel-after-reload.png")
 
-    # A second notebook: the panel follows it, and says what to do there.
+    # A second notebook on a second kernel: the panel follows it, and says what to do there.
     page.locator(".jp-DirListing-item", has_text="other.ipynb").dblclick()
     page.wait_for_selector('#greenjupyter-panel[data-state="not-loaded"]', timeout=20000)
     assert "other.ipynb" in panel.locator(".gj-title").inner_text()
     shot(panel, "panel-second-notebook.png")
+    for index in range(2):
+        run_cell(page, index)
+    page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length === 1",
+                           timeout=10000)
+    assert panel.locator(".gj-count").all_inner_texts() == ["[2]"]  # its own cell only
+
+    # Both kernels measured at once; the panel shows the active one: the other's busy cell stays there.
+    run_cell(page, 2, wait=False)
+    page.wait_for_selector('#greenjupyter-panel .gj-busy:text("cell running")', timeout=5000)
+    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="again.ipynb").click()
+    page.wait_for_selector('#greenjupyter-panel[data-state="live"]', timeout=10000)
+    assert "again.ipynb" in panel.locator(".gj-title").inner_text()
+    assert sorted(panel.locator(".gj-count").all_inner_texts()) == before
+    assert panel.locator(".gj-busy").inner_text() == "idle"
+    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="other.ipynb").click()
+    page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length === 2",
+                           timeout=10000)  # its 2-second cell, finished while the panel showed the other
+    assert "other.ipynb" in panel.locator(".gj-title").inner_text()
     page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="again.ipynb").click()
     page.wait_for_selector('#greenjupyter-panel[data-state="live"]', timeout=10000)
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from greenjupyter.carbon.equivalents import equivalents, units_for
 from greenjupyter.ipython.stream import DISPLAY_ID, MIME, VERSION
 from tests.kernels import kernel_environment, kernel_manager
 
@@ -64,13 +65,18 @@ def ours(seen):
 
 
 def test_the_sidebar_gets_live_power_while_a_cell_runs_and_the_cell_after(kernel):
-    _, loading = execute(kernel, "%load_ext greenjupyter")
+    # A US grid (miles) and a large embodied share (~300 g for a 2 s cell), so that the totals have
+    # equivalents to show and the units they are in matter.
+    _, loading = execute(kernel, "%load_ext greenjupyter\n%carbon config region=US embodied_kg=20000000")
     time.sleep(0.6)  # the first sampler tick sends a snapshot
     _, busy = execute(kernel, "import time\ntime.sleep(2)")
     after = drain(kernel, 0.6)  # the cell's record is finished on the next sampler tick
     stdout, _ = execute(kernel, "import greenjupyter, json\nr = greenjupyter.cells()[-1]\n"
-                                "print(json.dumps([r.execution_count, r.measurement.energy_j]))")
-    count, energy = json.loads(stdout)
+                                "from greenjupyter.ipython.extension import current_recorder\n"
+                                "t = current_recorder().totals\ncurrent_recorder().stream.request_snapshot()\n"
+                                "print(json.dumps([r.execution_count, r.measurement.energy_j, t.cells, t.energy_j]))")
+    count, energy, total_cells, total_energy = json.loads(stdout)
+    later = drain(kernel, 0.6)  # the snapshot asked for, on the next tick
 
     messages = [m for _, m in ours(loading + busy + after)]
     assert all(m["v"] == VERSION for m in messages)
@@ -96,6 +102,21 @@ def test_the_sidebar_gets_live_power_while_a_cell_runs_and_the_cell_after(kernel
     cells = [c for _, m in ours(busy + after) for c in m.get("cells", [])]
     assert [c["execution_count"] for c in cells] == [count]
     assert cells[0]["energy_j"] == energy and cells[0]["duration_s"] >= 2.0
+
+    # ...with the kernel's totals after it, so the sidebar never adds them up itself.
+    (with_cell,) = [m for _, m in ours(busy + after) if m.get("cells")]
+    assert with_cell["totals"]["cells"] == total_cells == 1
+    assert with_cell["totals"]["energy_j"] == total_energy
+    assert not any("totals" in m for _, m in ours(busy + after) if m["kind"] == "update" and not m.get("cells"))
+
+    # Totals carry the kernel's equivalents: those of greenjupyter.carbon.equivalents, as %carbon shows them.
+    snapshots = [m["totals"] for _, m in ours(later) if m["kind"] == "snapshot"]
+    assert snapshots
+    for totals in snapshots + [with_cell["totals"]]:
+        expected = equivalents(totals["co2e_g"], units_for("US"), 2)
+        assert totals["equivalents"] == [{"key": e.key, "text": e.text} for e in expected]
+    assert snapshots[-1]["co2e_g"] > 100  # the embodied share: equivalents worth showing
+    assert [e["key"] for e in snapshots[-1]["equivalents"]] == ["smartphone_charge", "mile_driven"]
 
     # A few KB/s at most.
     sent = sum(len(json.dumps(m)) for _, m in ours(busy))

@@ -5,10 +5,15 @@ cell output owns, so notebooks ignore it while the sidebar, listening to the ker
 reads it even while a cell is busy. Kinds:
 
 - ``update``: power samples since the last message and the cells finished since then; sent every
-  sampler tick while a cell runs, every ``idle_every_s`` otherwise (a few hundred bytes each);
+  sampler tick while a cell runs, every ``idle_every_s`` otherwise (a few hundred bytes each). One
+  that carries cells also carries the session's ``totals`` as they stand after them;
 - ``snapshot``: the whole recent state (components, the last minute of samples, recent cells,
   session totals, the grid), at the first tick and every ``snapshot_every_s``, so that a page that was
   reloaded or opened late catches up.
+
+``totals`` is ``{cells, duration_s, energy_j, co2e_g, components, equivalents}``, where
+``equivalents`` is ``[{key, text}, ...]``: the same everyday equivalents as ``%carbon`` shows,
+so the frontend keeps no table of its own and never adds totals up itself.
 
 Every message carries ``v`` (the schema version), ``kind``, ``seq`` (counting per kernel
 session, so a gap shows a lost message) and ``session`` (new at every load, so a restart shows).
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import time
 
+from .. import runtime
+from ..carbon.equivalents import equivalents, units_for
 from ..notices import notice
 
 MIME = "application/vnd.greenjupyter.v1+json"
@@ -25,6 +32,7 @@ VERSION = 1
 DISPLAY_ID = "greenjupyter-stream"
 RECENT_CELLS = 50
 SNAPSHOT_SAMPLES_S = 60.0
+TOTALS_EQUIVALENTS = 2  # as many as %carbon shows under its totals
 
 
 class Stream:
@@ -85,6 +93,8 @@ class Stream:
         if components is not None and components != self._sent_components:
             message["components"] = list(components)  # only when they change: GPUs can join late
             self._sent_components = components
+        if cells:  # totals change only when cells finish; the rest of the time they would be wasted bytes
+            message["totals"] = self._totals_json(self._grid() if self._grid is not None else None)
         self._send("update", message)
         self._last_update = time.monotonic()
 
@@ -94,22 +104,15 @@ class Stream:
         newest = sampler.samples[-1].t1 if sampler.samples else 0.0
         recent = [s for s in list(sampler.samples) if s.t1 >= newest - SNAPSHOT_SAMPLES_S]
         meter = self._recorder.meter
-        totals = self._recorder.totals
+        grid = self._grid() if self._grid is not None else None
         message = {
             "busy": self._recorder.busy,
             "components": list(meter.components),
             "estimated": [name for name, flag in zip(meter.components, meter.estimated_flags) if flag],
             "samples": [self._sample_json(s) for s in recent if s.components == meter.components],
             "cells": [cell_json(r) for r in list(self._recorder.records)[-RECENT_CELLS:]],
-            "totals": {
-                "cells": totals.cells,
-                "duration_s": totals.duration_s,
-                "energy_j": totals.energy_j,
-                "co2e_g": totals.co2e_g,
-                "components": dict(totals.components),
-            },
+            "totals": self._totals_json(grid),
         }
-        grid = self._grid() if self._grid is not None else None
         if grid is not None:
             message["grid"] = {
                 "region": grid.region,
@@ -123,6 +126,20 @@ class Stream:
         self._sent_components = meter.components
         self._send("snapshot", message)
         self._last_snapshot = self._last_update = time.monotonic()
+
+    def _totals_json(self, grid) -> dict:
+        totals = self._recorder.totals
+        # As %carbon chooses them: two, in the `units` setting's system ("auto": by the grid's country).
+        units = units_for(grid.country if grid is not None else None, runtime.get_settings().units)
+        same = equivalents(totals.co2e_g, units, TOTALS_EQUIVALENTS)
+        return {
+            "cells": totals.cells,
+            "duration_s": totals.duration_s,
+            "energy_j": totals.energy_j,
+            "co2e_g": totals.co2e_g,
+            "components": dict(totals.components),
+            "equivalents": [{"key": e.key, "text": e.text} for e in same],
+        }
 
     def _send(self, kind: str, body: dict) -> None:
         self._seq += 1

@@ -18,7 +18,7 @@ interface ISettings extends IPanelSettings {
   showCellBadges: boolean;
 }
 
-const DEFAULTS: ISettings = { energyUnit: 'auto', distanceUnits: 'auto', chartWindowMinutes: 10, showCellBadges: true };
+const DEFAULTS: ISettings = { energyUnit: 'auto', chartWindowMinutes: 10, showCellBadges: true };
 
 function readSettings(settings: ISettingRegistry.ISettings | null): ISettings {
   if (!settings) {
@@ -27,7 +27,6 @@ function readSettings(settings: ISettingRegistry.ISettings | null): ISettings {
   const get = <T>(key: keyof ISettings): T => settings.get(key).composite as T;
   return {
     energyUnit: get<EnergyUnit>('energyUnit') ?? DEFAULTS.energyUnit,
-    distanceUnits: get<ISettings['distanceUnits']>('distanceUnits') ?? DEFAULTS.distanceUnits,
     chartWindowMinutes: get<number>('chartWindowMinutes') ?? DEFAULTS.chartWindowMinutes,
     showCellBadges: get<boolean>('showCellBadges') ?? DEFAULTS.showCellBadges
   };

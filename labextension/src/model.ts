@@ -26,11 +26,18 @@ export interface ICellRecord {
   readonly co2eG: number | null;
 }
 
+/** An everyday equivalent of the totals' CO2e, chosen and worded by the kernel (`%carbon` shows the same). */
+export interface IEquivalent {
+  readonly key: string;
+  readonly text: string;
+}
+
 export interface ITotals {
   readonly cells: number;
   readonly durationS: number;
   readonly energyJ: number;
   readonly co2eG: number | null;
+  readonly equivalents: readonly IEquivalent[];
 }
 
 export interface IGrid {
@@ -286,22 +293,15 @@ export class StreamModel {
     if (Array.isArray(raw.components) && raw.components.every(isString)) {
       this._setComponents(raw.components as string[], kind === 'snapshot' ? raw.estimated : undefined);
     }
-    const newCells = this._addCells((raw.cells as unknown[] | undefined) ?? []);
+    this._addCells((raw.cells as unknown[] | undefined) ?? []);
     this._addSamples((raw.samples as unknown[] | undefined) ?? []);
+    // The kernel restates its totals whenever they change (updates with cells, and snapshots).
+    if (raw.totals !== undefined) {
+      this._setTotals(raw.totals);
+    }
     if (kind === 'snapshot') {
       this.hasSnapshot = true;
-      this._setTotals(raw.totals);
       this.grid = parseGrid(raw.grid) ?? this.grid;
-    } else if (this.totals && newCells.length) {
-      // Between snapshots the totals grow by the cells that finished; the next snapshot restates them.
-      let { cells, durationS, energyJ, co2eG } = this.totals;
-      for (const cell of newCells) {
-        cells += 1;
-        durationS += cell.durationS;
-        energyJ += cell.energyJ;
-        co2eG = co2eG === null || cell.co2eG === null ? co2eG : co2eG + cell.co2eG;
-      }
-      this.totals = { cells, durationS, energyJ, co2eG };
     }
     return 'applied';
   }
@@ -351,7 +351,7 @@ export class StreamModel {
     samples.trim(samples.lastT1 - this.historyS, 256);
   }
 
-  private _addCells(raw: unknown[]): ICellRecord[] {
+  private _addCells(raw: unknown[]): void {
     const added: ICellRecord[] = [];
     for (const item of raw) {
       const cell = parseCell(item);
@@ -376,7 +376,6 @@ export class StreamModel {
       }
       this.cellsVersion++;
     }
-    return added;
   }
 
   private _setTotals(raw: unknown): void {
@@ -387,7 +386,29 @@ export class StreamModel {
       cells: isNumber(raw.cells) ? raw.cells : 0,
       durationS: isNumber(raw.duration_s) ? raw.duration_s : 0,
       energyJ: raw.energy_j,
-      co2eG: numberOrNull(raw.co2e_g)
+      co2eG: numberOrNull(raw.co2e_g),
+      equivalents: this._parseEquivalents(raw.equivalents)
     };
+  }
+
+  /** Keep the `{key, text}` items whose key and text are strings; drop anything else. */
+  private _parseEquivalents(raw: unknown): IEquivalent[] {
+    if (raw === undefined) {
+      return [];
+    }
+    if (!Array.isArray(raw)) {
+      this._log('greenjupyter: ignored equivalents that are not a list');
+      return [];
+    }
+    const kept: IEquivalent[] = [];
+    for (const item of raw) {
+      if (isObject(item) && isString(item.key) && isString(item.text)) {
+        kept.push({ key: item.key, text: item.text });
+      }
+    }
+    if (kept.length < raw.length) {
+      this._log(`greenjupyter: ignored ${raw.length - kept.length} malformed equivalent(s)`);
+    }
+    return kept;
   }
 }

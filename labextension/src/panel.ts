@@ -7,7 +7,6 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { DEFAULT_COLORS, IChartColors, PowerChart } from './chart';
-import { equivalents, unitsForRegion, UnitSystem } from './equivalents';
 import {
   EnergyUnit,
   firstLine,
@@ -30,7 +29,6 @@ export const leafIcon = new LabIcon({ name: 'greenjupyter:leaf', svgstr: LEAF_SV
 /** Settings the panel reads (mirrors labextension/schema/plugin.json). */
 export interface IPanelSettings {
   energyUnit: EnergyUnit;
-  distanceUnits: 'auto' | UnitSystem;
   chartWindowMinutes: number;
 }
 
@@ -94,7 +92,7 @@ function element<K extends keyof HTMLElementTagNameMap>(
 }
 
 export class GreenPanel extends Widget {
-  settings: IPanelSettings = { energyUnit: 'auto', distanceUnits: 'auto', chartWindowMinutes: 10 };
+  settings: IPanelSettings = { energyUnit: 'auto', chartWindowMinutes: 10 };
   /** Durations of the last renders in ms (a bounded ring), for the benchmark and for curious users. */
   readonly renderTimes: number[] = [];
 
@@ -325,14 +323,13 @@ export class GreenPanel extends Widget {
   private _renderTotals(watch: KernelWatch): void {
     const { totals, grid } = watch.model;
     const unit = this.settings.energyUnit;
-    const units = this.settings.distanceUnits === 'auto' ? unitsForRegion(grid?.region) : this.settings.distanceUnits;
     const items: Array<[string, string, string?]> = [];
     if (totals) {
       items.push(['Energy', formatEnergy(totals.energyJ, unit)]);
       items.push(['CO2e', formatCO2e(totals.co2eG)]);
-      const same = totals.co2eG ? equivalents(totals.co2eG, units) : [];
-      if (same.length) {
-        items.push(['That is', same.join(', ')]);
+      // The kernel's own wording, in the units it was set to: the same as %carbon.
+      if (totals.equivalents.length) {
+        items.push(['That is', totals.equivalents.map(e => e.text).join(', ')]);
       }
       items.push(['Cells', `${totals.cells} in ${formatDuration(totals.durationS)}`]);
     } else {

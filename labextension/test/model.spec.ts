@@ -37,7 +37,14 @@ function snapshot(seq: number, extra: Record<string, unknown> = {}) {
     estimated: ['cpu:process', 'dram:process'],
     samples: [sample(999.5), sample(999.75), sample(1000)],
     cells: [cell(1, 990, 2)],
-    totals: { cells: 1, duration_s: 1, energy_j: 2, co2e_g: 2e-4, components: {} },
+    totals: {
+      cells: 1,
+      duration_s: 1,
+      energy_j: 2,
+      co2e_g: 2e-4,
+      components: {},
+      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.002% of a smartphone charge' }]
+    },
     grid: { region: 'FR', name: 'France', g_per_kwh: 44.18, pue: 1, source: 'Ember 2024', origin: 'setting' },
     ...extra
   };
@@ -60,22 +67,90 @@ describe('StreamModel', () => {
     expect(model.estimated).toEqual([true, true]);
     expect(model.samples.length).toBe(3);
     expect(model.cells.map(c => c.executionCount)).toEqual([1]);
-    expect(model.totals).toEqual({ cells: 1, durationS: 1, energyJ: 2, co2eG: 2e-4 });
+    expect(model.totals).toEqual({
+      cells: 1,
+      durationS: 1,
+      energyJ: 2,
+      co2eG: 2e-4,
+      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.002% of a smartphone charge' }]
+    });
     expect(model.grid?.gPerKwh).toBe(44.18);
     expect(model.latest()).toEqual({ t1: 1000, totalW: 5, watts: [4.5, 0.5] });
   });
 
-  it('adds updates: new samples, finished cells, growing totals', () => {
+  it('adds updates: new samples, finished cells, and the kernel\'s totals after them', () => {
     const model = quietModel();
     model.apply(snapshot(1));
     model.apply(update(2, { samples: [sample(1000.25, 9), sample(1000.5, 11)] }));
     expect(model.busy).toBe(true);
     expect(model.latest()?.totalW).toBe(11);
-    model.apply(update(3, { busy: false, cells: [cell(2, 999, 20)] }));
+    expect(model.totals?.energyJ).toBe(2); // an update without totals leaves them as they were
+    const totals = {
+      cells: 2,
+      duration_s: 2,
+      energy_j: 22,
+      co2e_g: 22e-4,
+      components: {},
+      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.02% of a smartphone charge' }]
+    };
+    model.apply(update(3, { busy: false, cells: [cell(2, 999, 20)], totals }));
     expect(model.cells.map(c => c.executionCount)).toEqual([1, 2]);
-    expect(model.totals?.energyJ).toBe(22);
-    expect(model.totals?.cells).toBe(2);
-    expect(model.totals?.co2eG).toBeCloseTo(22e-4);
+    expect(model.totals).toEqual({
+      cells: 2,
+      durationS: 2,
+      energyJ: 22,
+      co2eG: 22e-4,
+      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.02% of a smartphone charge' }]
+    });
+  });
+
+  it('takes totals as the kernel states them, never adding cells up itself', () => {
+    const model = quietModel();
+    model.apply(snapshot(1));
+    // Cells the panel never saw (a lost message) are in the kernel's totals all the same.
+    model.apply(
+      update(3, {
+        cells: [cell(3, 1000, 5)],
+        totals: { cells: 3, duration_s: 3, energy_j: 30, co2e_g: null, equivalents: [] }
+      })
+    );
+    expect(model.totals).toEqual({ cells: 3, durationS: 3, energyJ: 30, co2eG: null, equivalents: [] });
+    // A cell without totals beside it (an older kernel) leaves the totals alone.
+    model.apply(update(4, { cells: [cell(4, 1001, 7)] }));
+    expect(model.totals?.energyJ).toBe(30);
+    expect(model.cells.length).toBe(3);
+  });
+
+  it('keeps well-formed equivalents and drops anything else', () => {
+    const notes: string[] = [];
+    const model = quietModel(notes);
+    const withEquivalents = (seq: number, equivalents: unknown) =>
+      snapshot(seq, { totals: { cells: 1, duration_s: 1, energy_j: 2, co2e_g: 2e-4, equivalents } });
+    model.apply(
+      withEquivalents(1, [
+        { key: 'km_driven', text: '≈ 29 m driven by car' },
+        { key: 'video_hour' },
+        { key: 3, text: '≈ 3' },
+        { key: 'tree_month', text: { html: '<b>x</b>' } },
+        '≈ a string',
+        null,
+        ['km_driven', 'x'],
+        { key: 'smartphone_charge', text: '<img src=x onerror=alert(1)>', extra: 1 }
+      ])
+    );
+    expect(model.totals?.equivalents).toEqual([
+      { key: 'km_driven', text: '≈ 29 m driven by car' },
+      { key: 'smartphone_charge', text: '<img src=x onerror=alert(1)>' } // kept as text; the view renders text
+    ]);
+    expect(notes.some(n => /ignored 6 malformed equivalent/.test(n))).toBe(true);
+    for (const [seq, malformed] of [[2, 'km'], [3, { key: 'km_driven', text: 'x' }], [4, null], [5, 7]] as const) {
+      model.apply(withEquivalents(seq, malformed));
+      expect(model.totals?.equivalents).toEqual([]);
+      expect(model.totals?.energyJ).toBe(2);
+    }
+    expect(notes.some(n => /equivalents that are not a list/.test(n))).toBe(true);
+    model.apply(withEquivalents(6, undefined)); // none sent: none shown
+    expect(model.totals?.equivalents).toEqual([]);
   });
 
   it('does not count a cell or a sample twice when a snapshot repeats them', () => {
@@ -86,7 +161,7 @@ describe('StreamModel', () => {
       snapshot(3, {
         samples: [sample(999.75), sample(1000), sample(1000.25), sample(1000.5)],
         cells: [cell(1, 990, 2), cell(2, 999, 20)],
-        totals: { cells: 2, duration_s: 2, energy_j: 22, co2e_g: 22e-4 }
+        totals: { cells: 2, duration_s: 2, energy_j: 22, co2e_g: 22e-4, equivalents: [] }
       })
     );
     expect(model.cells.length).toBe(2);
