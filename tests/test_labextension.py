@@ -140,7 +140,7 @@ def lab(tmp_path_factory, browser):
                 log.close()
                 raise AssertionError("jupyter lab did not start:\n" + (base / "server.log").read_text())
             time.sleep(0.3)
-    yield {"root": root, "url": url, "token": token}
+    yield {"root": root, "url": url, "token": token, "workspaces": base / "workspaces"}
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -386,4 +386,20 @@ def test_a_notebook_on_another_language_kernel_is_named_plainly(page, lab):
     assert sent_requests(page, "echo measured-by-bash") == 1  # the frames are seen...
     assert sent_requests(page, "request_snapshot") == 0  # ...and no Python was sent to bash
     shot(panel, "panel-not-python.png")
+    assert console_errors(page) == []
+
+
+def test_the_demo_opens_its_notebook_with_the_sidebar_beside_it(page, lab):
+    """demo/lab-workspace.json, as scripts/demo.sh and binder/postBuild import it: no click needed."""
+    (lab["root"] / "demo").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "demo" / "demo.ipynb", lab["root"] / "demo" / "demo.ipynb")
+    subprocess.run([str(BIN / "jupyter"), "lab", "workspaces", "import",
+                    f"--LabWorkspaceImportApp.workspaces_dir={lab['workspaces']}", str(ROOT / "demo" / "lab-workspace.json")],
+                   check=True, capture_output=True, timeout=60)
+    page.goto(f"{lab['url']}/lab/tree/demo/demo.ipynb?token={lab['token']}")  # the saved layout, no reset
+    page.wait_for_selector('#greenjupyter-panel[data-state="not-loaded"]', state="visible", timeout=30000)
+    assert "demo.ipynb" in page.locator("#greenjupyter-panel .gj-title").inner_text()
+    run_cell(page, 1)  # the demo's first code cell: %load_ext greenjupyter
+    page.wait_for_selector('#greenjupyter-panel[data-state="live"]', timeout=10000)
+    page.screenshot(path=str(ARTIFACTS / "demo-opened.png"))
     assert console_errors(page) == []

@@ -32,7 +32,7 @@ export const DEFAULT_COLORS: IChartColors = {
   font: '10px sans-serif'
 };
 
-const PAD_LEFT = 40;
+const PAD_LEFT = 48; // room for the top value, e.g. "250 mW"
 const PAD_RIGHT = 6;
 const PAD_TOP = 14;
 const PAD_BOTTOM = 14;

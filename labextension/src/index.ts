@@ -2,7 +2,7 @@
  * greenjupyter for JupyterLab: a sidebar that follows the active notebook's kernel, and an energy
  * badge under each measured cell. Data come from the kernel's stream (`%load_ext greenjupyter`).
  */
-import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
@@ -37,15 +37,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Live energy and CO2e of the active notebook kernel, and per-cell energy badges.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ISettingRegistry],
+  optional: [ISettingRegistry, ILayoutRestorer],
   activate: async (
     app: JupyterFrontEnd,
     notebooks: INotebookTracker,
-    registry: ISettingRegistry | null
+    registry: ISettingRegistry | null,
+    restorer: ILayoutRestorer | null
   ): Promise<void> => {
     const follower = new NotebookFollower(notebooks);
     const panel = new GreenPanel(follower);
     app.shell.add(panel, 'right', { rank: 900 });
+    // Remembered in the workspace: open after a reload if it was open before.
+    restorer?.add(panel, panel.id);
 
     let current = DEFAULTS;
     const badges = new Map<KernelWatch, CellBadges>();
