@@ -336,11 +336,16 @@ def test_history_after_reload_restart_and_a_second_notebook(page, lab):
     page.wait_for_selector('#greenjupyter-panel[data-state="not-loaded"]', timeout=20000)
     assert "other.ipynb" in panel.locator(".gj-title").inner_text()
     shot(panel, "panel-second-notebook.png")
+    run_cell(page, 2, wait=False)  # busy before greenjupyter is loaded there: the panel says it waits
+    page.wait_for_selector('#greenjupyter-panel[data-state="busy-waiting"]', timeout=5000)
+    assert "busy" in panel.locator(".gj-state").inner_text()
+    wait_cell(page, 2)
+    page.wait_for_selector('#greenjupyter-panel[data-state="not-loaded"]', timeout=5000)
     for index in range(2):
         run_cell(page, index)
     page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length === 1",
                            timeout=10000)
-    assert panel.locator(".gj-count").all_inner_texts() == ["[2]"]  # its own cell only
+    assert panel.locator(".gj-count").all_inner_texts() == ["[3]"]  # its own cell only
 
     # Both kernels measured at once; the panel shows the active one: the other's busy cell stays there.
     run_cell(page, 2, wait=False)

@@ -39,6 +39,9 @@ export class KernelWatch implements IDisposable {
   private _kernelId: string | null = null;
   private _isDisposed = false;
   private _snapshotAsked = false;
+  /** A cell is executing: from the kernel's busy/idle for execute requests only (the debugger's and
+   * other control traffic flip the kernel's status in between). */
+  private _executing = false;
 
   constructor(panel: NotebookPanel, model = new StreamModel()) {
     this.panel = panel;
@@ -74,7 +77,7 @@ export class KernelWatch implements IDisposable {
     if (this._restarted) {
       return { kind: 'restarted' };
     }
-    return kernel.status === 'busy' ? { kind: 'busy-waiting' } : { kind: 'not-loaded' };
+    return this._executing ? { kind: 'busy-waiting' } : { kind: 'not-loaded' };
   }
 
   dispose(): void {
@@ -87,6 +90,13 @@ export class KernelWatch implements IDisposable {
 
   private _onIopub(_: ISessionContext, msg: KernelMessage.IMessage): void {
     const type = msg.header.msg_type;
+    if (type === 'status') {
+      if ((msg.parent_header as Partial<KernelMessage.IHeader>).msg_type === 'execute_request') {
+        this._executing = (msg.content as KernelMessage.IStatusMsg['content']).execution_state === 'busy';
+        this._changed.emit();
+      }
+      return;
+    }
     if (type !== 'update_display_data' && type !== 'display_data') {
       return;
     }
@@ -112,6 +122,7 @@ export class KernelWatch implements IDisposable {
       this.model.reset();
       this._language = null;
       this._snapshotAsked = false;
+      this._executing = false;
     }
     if (kernel) {
       this._readLanguage(kernel);
@@ -123,6 +134,7 @@ export class KernelWatch implements IDisposable {
     if (status === 'restarting' || status === 'autorestarting') {
       this.model.reset();
       this._restarted = true;
+      this._executing = false;
       this._snapshotAsked = false;
     }
     if (status === 'idle') {
