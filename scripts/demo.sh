@@ -13,12 +13,12 @@ PORT="${PORT:-8888}"
 echo "demo.sh: installing greenjupyter[demo] into .venv (first time takes a minute)" >&2
 source scripts/_venv.sh demo
 
-# A workspace of its own (kept under .venv, so the user's is untouched): the demo notebook with the
-# greenjupyter sidebar open beside it.
+# A workspace of its own (kept under .venv, so the user's is untouched): demo/demo.ipynb with the
+# greenjupyter sidebar open beside it, the same as on mybinder (binder/postBuild).
 workspaces=.venv/greenjupyter-demo-workspaces
 .venv/bin/jupyter lab workspaces import --LabWorkspaceImportApp.workspaces_dir="$workspaces" \
     demo/lab-workspace.json >/dev/null
-args=(lab demo/demo.ipynb --ip=127.0.0.1 --port="$PORT" --LabApp.workspaces_dir="$workspaces")
+args=(lab --ip=127.0.0.1 --port="$PORT" --ServerApp.root_dir=. --LabApp.workspaces_dir="$workspaces")
 if [ "$(id -u)" -eq 0 ]; then
     args+=(--allow-root)
 fi
