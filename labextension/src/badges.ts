@@ -86,7 +86,14 @@ export class CellBadges implements IDisposable {
       if (!badge || badge.isDisposed) {
         badge = new Widget();
         badge.addClass('gj-cell-badge');
-        (cell.inputArea.layout as PanelLayout).addWidget(badge);
+        // On its own line under the input (where the cell toolbar, at the top right, never covers it).
+        const layout = cell.layout as PanelLayout;
+        const below = cell.inputArea.parent ? layout.widgets.indexOf(cell.inputArea.parent) + 1 : 0;
+        if (below > 0) {
+          layout.insertWidget(below, badge);
+        } else {
+          (cell.inputArea.layout as PanelLayout).addWidget(badge);
+        }
         this._badges.set(cell, badge);
         cell.disposed.connect(() => this._badges.delete(cell));
       }

@@ -51,6 +51,23 @@ export function niceCeiling(value: number): number {
   return 10 * power;
 }
 
+/**
+ * The window to show: the session so far (its oldest sample or cell), rounded up to whole minutes,
+ * at most `maxS`, so that a young session fills the chart instead of a sliver at its right edge.
+ */
+export function chartWindow(model: StreamModel, maxS: number): number {
+  const samples = model.samples;
+  if (!samples.length) {
+    return Math.min(60, maxS);
+  }
+  let oldest = samples.t0[0];
+  if (model.cells.length) {
+    oldest = Math.min(oldest, model.cells[0].startedAt);
+  }
+  const ageS = samples.lastT1 - oldest;
+  return Math.min(maxS, Math.max(1, Math.ceil(ageS / 60)) * 60);
+}
+
 export class PowerChart {
   readonly canvas: HTMLCanvasElement;
   colors: IChartColors = DEFAULT_COLORS;

@@ -6,7 +6,7 @@
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { DEFAULT_COLORS, IChartColors, PowerChart } from './chart';
+import { chartWindow, DEFAULT_COLORS, IChartColors, PowerChart } from './chart';
 import {
   EnergyUnit,
   firstLine,
@@ -315,7 +315,7 @@ export class GreenPanel extends Widget {
       this._chart.colors = this._themeColors();
     }
     if (this._chartWidth > 0) {
-      const windowS = Math.max(1, this.settings.chartWindowMinutes) * 60;
+      const windowS = chartWindow(watch.model, Math.max(1, this.settings.chartWindowMinutes) * 60);
       this._chart.draw(watch.model, windowS, this._chartWidth, this._chartHeight, window.devicePixelRatio || 1);
     }
   }
