@@ -235,7 +235,9 @@ export class PowerChart {
     const plot: IPlot = { ratio, plotH, yOf, hi, sums, counts, colors: c };
     const last = plotW - 1;
     const settled = last - 1 - MARGIN;
-    const layer = Number.isInteger(ratio) && settled >= 0 ? this._layer(model, base, settled, `${width}x${height}|${windowS}|${yMax}|${c.fill}|${c.line}`, plot) : null;
+    // A layer shifted by a fraction of a device pixel would blur: fractional ratios redraw whole.
+    const geometry = `${width}x${height}|${windowS}|${yMax}|${c.fill}|${c.line}`;
+    const layer = Number.isInteger(ratio) && settled >= 0 ? this._layer(model, base, settled, geometry, plot) : null;
     if (layer) {
       ctx.setTransform(1, 0, 0, 1, 0, 0);
       ctx.drawImage(layer, 0, 0);
