@@ -246,7 +246,7 @@ export class GreenPanel extends Widget {
     head.append(this._cellsHead);
     table.append(head, this._cellsBody);
     for (const column of COLUMNS) {
-      const th = element('th');
+      const th = element('th', column.key === 'co2e' ? 'gj-co2e' : undefined);
       th.title = column.title;
       const button = element('button', 'gj-sort', column.label);
       button.type = 'button';
@@ -414,7 +414,7 @@ export class GreenPanel extends Widget {
       energy.append(bar, element('span', 'gj-energy-value', formatEnergy(cell.energyJ, unit)));
       energy.dataset.joules = String(cell.energyJ);
       energy.title = cell.estimated ? 'estimated' : 'measured';
-      const co2e = element('td', 'gj-num', formatCO2e(cell.co2eG).replace(' CO2e', ''));
+      const co2e = element('td', 'gj-num gj-co2e', formatCO2e(cell.co2eG).replace(' CO2e', ''));
       row.append(count, source, duration, energy, co2e);
       const go = (): void => this._scrollTo(watch, cell);
       row.addEventListener('click', go);
