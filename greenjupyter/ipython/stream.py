@@ -41,7 +41,7 @@ class Stream:
     def __init__(self, publish, recorder, grid=None, snapshot_every_s: float = 30.0, idle_every_s: float = 5.0):
         self._publish = publish
         self._recorder = recorder
-        self._grid = grid  # returns the Grid in force (a callable), or None
+        self._grid = grid or (lambda: None)  # returns the Grid in force, or None
         self.snapshot_every_s = snapshot_every_s
         self.idle_every_s = idle_every_s
         self.session = recorder.session
@@ -94,7 +94,7 @@ class Stream:
             message["components"] = list(components)  # only when they change: GPUs can join late
             self._sent_components = components
         if cells:  # totals change only when cells finish; the rest of the time they would be wasted bytes
-            message["totals"] = self._totals_json(self._grid() if self._grid is not None else None)
+            message["totals"] = self._totals_json(self._grid())
         self._send("update", message)
         self._last_update = time.monotonic()
 
@@ -104,7 +104,7 @@ class Stream:
         newest = sampler.samples[-1].t1 if sampler.samples else 0.0
         recent = [s for s in list(sampler.samples) if s.t1 >= newest - SNAPSHOT_SAMPLES_S]
         meter = self._recorder.meter
-        grid = self._grid() if self._grid is not None else None
+        grid = self._grid()
         message = {
             "busy": self._recorder.busy,
             "components": list(meter.components),
