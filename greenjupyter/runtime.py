@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
-from contextlib import ContextDecorator
 
 from .measurement import Measurement
 from .meter import Meter
-from .notices import notice
+from .notices import forget, notice
 from .settings import GreenJupyter, load
 from .sources import Detection, detect_cpu_memory, detect_gpus
 
@@ -17,6 +18,24 @@ _settings: GreenJupyter | None = None
 _located: dict = {}  # region setting -> (GridIntensity, origin, hint); time zone and tables read once
 _live = None  # (provider, zone, LiveIntensity) while a live provider is configured
 _store = False  # the history Store; False until first asked for, None when off or unusable
+_inherited: list = []  # a forked child's copies of its parent's meter, store and live source, never closed
+
+
+def _after_fork_in_child() -> None:
+    """Start the child of ``os.fork()`` clean: its own lock, and its own meter and store on first use.
+
+    The parent's objects came without their threads, and their locks may have been held at the
+    fork. They are kept, unused and never closed: they share NVML and the SQLite file with the
+    parent, which still uses them. Notices are per process, so the child may say its own.
+    """
+    global _lock, _meter, _store, _live
+    _lock = threading.Lock()
+    _inherited.append((_meter, _store, _live))
+    _meter, _store, _live = None, False, None
+    forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)  # costs nothing until a fork
 
 
 def get_settings(config=None) -> GreenJupyter:
@@ -147,30 +166,57 @@ def sources() -> Detection:
     return meter.detection
 
 
-class measure(ContextDecorator):
+class measure:
     """Measure a block or each call of a function: ``with measure() as m: ...`` then ``m.energy_j``.
 
     After the block the object stands for its Measurement (``m.result``; attribute access
-    passes through). As a decorator each call is measured and ``result`` holds the last one.
+    passes through). As a decorator each call is measured and the decorated function's
+    ``measurement`` holds the last call to finish. Windows are kept per thread, so calls may
+    recurse and run in several threads at once; ``result`` read on a thread is the last
+    Measurement finished on that thread (or, on a thread that finished none, on any thread).
     """
 
     def __init__(self, meter: Meter | None = None):
         self._meter = meter
-        self._windows = []  # a stack, so recursive decorated calls work
-        self.result: Measurement | None = None
+        self._local = threading.local()  # per thread: a stack of open windows, and the last result
+        self._last: Measurement | None = None  # the last one finished on any thread
+
+    @property
+    def result(self) -> Measurement | None:
+        return getattr(self._local, "result", None) or self._last
 
     def __enter__(self) -> "measure":
         meter = self._meter or get_meter()
-        self._windows.append((meter, meter.begin()))
+        windows = self._local.__dict__.setdefault("windows", [])  # a stack: recursive calls nest
+        windows.append((meter, meter.begin()))
         return self
 
     def __exit__(self, *exc) -> bool:
-        meter, window = self._windows.pop()
-        self.result = with_carbon(meter.end(window))
+        self._finish()
         return False
 
+    def _finish(self) -> Measurement:
+        meter, window = self._local.windows.pop()
+        result = with_carbon(meter.end(window))
+        self._local.result = self._last = result
+        return result
+
+    def __call__(self, func):
+        @functools.wraps(func)
+        def measured(*args, **kwargs):
+            self.__enter__()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                measured.measurement = self._finish()
+
+        measured.measurement = None  # the Measurement of the last call to finish
+        return measured
+
     def __getattr__(self, name):
-        result = self.__dict__.get("result")
+        if name.startswith("_"):  # internals (and copy/pickle probes) are never the Measurement's
+            raise AttributeError(name)
+        result = self.result
         if result is None:
             raise AttributeError(f"{name!r}: the measurement is not finished yet (read it after the with block)")
         return getattr(result, name)
