@@ -99,6 +99,7 @@ class Store:
         self._waiting: deque = deque()  # rows that met a lock, for the sampler thread to write
         self._waiting_since = None  # monotonic time the oldest waiting row met the lock
         self.failed = None  # why the store gave up, once it has
+        self.pid = os.getpid()  # SQLite connections must not be used, nor closed, in a forked child
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
@@ -143,7 +144,7 @@ class Store:
 
     def add(self, cell: StoredCell) -> None:
         """Write one row now; on a lock, queue it for ``retry()``; on any other failure, give up once."""
-        if self.failed:
+        if self.failed or self.pid != os.getpid():
             return
         row = _row(cell)
         try:
@@ -161,7 +162,7 @@ class Store:
 
     def retry(self) -> None:
         """Write queued rows, waiting up to 2 s for other writers, then checkpoint (off the cell path)."""
-        if self.failed:
+        if self.failed or self.pid != os.getpid():
             return
         try:
             with self._background_lock:
@@ -211,6 +212,8 @@ class Store:
         return [_cell(row) for row in rows]
 
     def close(self) -> None:
+        if self.pid != os.getpid():
+            return
         self.retry()
         with self._cell_lock, self._background_lock:
             self._cell_db.close()
