@@ -147,9 +147,13 @@ def _embodied_sentences(settings) -> list[str]:
     if settings is None:
         return []
     if settings.embodied_kg > 0:
+        from .carbon.context import resource_share
+
+        share, origin = resource_share(settings)
         return [
             f"The CO2e includes an embodied share (SCI): {settings.embodied_kg:g} kg CO2e of embodied emissions "
-            f"spread over a {settings.lifetime_years:g}-year life, in proportion to the time used."
+            f"spread over a {settings.lifetime_years:g}-year life, in proportion to the time used, "
+            f"times a resource share of {share:.3g} ({origin})."
         ]
     return ["The CO2e is operational only: no embodied share is included."]
 

@@ -9,7 +9,9 @@ would be accepted, and the previous value stays.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+from typing import NamedTuple
 
 from traitlets import Enum, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Configurable
@@ -17,15 +19,32 @@ from traitlets.config import Configurable
 from .errors import ConfigError
 from .notices import notice
 
-# (low, high) for numeric settings; None means unbounded on that side.
+
+
+class Range(NamedTuple):
+    """Accepted values of a numeric setting: finite, and within [low, high] (None: unbounded that side)."""
+
+    low: float | None
+    high: float | None
+    low_excluded: bool = False  # True when ``low`` itself is refused (a share must be above 0)
+
+    def holds(self, value) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_excluded else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+
+# Every numeric setting is checked here, whichever way its value arrives.
 LIMITS = {
-    "sample_interval_s": (0.01, 60.0),
-    "history_s": (1.0, 86400.0),
-    "cells_kept": (1, 1_000_000),
-    "pue": (1.0, 3.0),
-    "intensity_g_per_kwh": (0.0, 2000.0),
-    "embodied_kg": (0.0, None),
-    "lifetime_years": (0.1, 50.0),
+    "sample_interval_s": Range(0.01, 60.0),
+    "history_s": Range(1.0, 86400.0),
+    "cells_kept": Range(1, 1_000_000),
+    "pue": Range(1.0, 3.0),
+    "intensity_g_per_kwh": Range(0.0, 2000.0),
+    "embodied_kg": Range(0.0, None),
+    "lifetime_years": Range(0.1, 50.0),
+    "resource_share": Range(0.0, 1.0, low_excluded=True),
 }
 # Settings the meter reads once, when it starts.
 NEEDS_RELOAD = ("powercap_root", "history_s", "cells_kept", "db_path")
@@ -63,6 +82,12 @@ class GreenJupyter(Configurable):
     lifetime_years = Float(4.0, help="Expected life of this machine in years, for the embodied share.").tag(
         config=True
     )
+    resource_share = Float(
+        None,
+        allow_none=True,
+        help="Share of the machine charged to this kernel in the embodied term (above 0, up to 1). Empty: the "
+        "share of the machine's CPUs this process may use (CPU affinity, and a cgroup CPU quota when smaller).",
+    ).tag(config=True)
     live_intensity = Enum(
         ["", "electricitymaps", "ukci"],
         default_value="",
@@ -80,9 +105,11 @@ class GreenJupyter(Configurable):
 
     @validate(*LIMITS)
     def _within_limits(self, proposal):
-        value, (low, high) = proposal["value"], LIMITS[proposal["trait"].name]
-        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
-            raise TraitError(f"out of range; accepted: {accepted(proposal['trait'].name)}")
+        # The one check every route goes through: config files, environment, %carbon config, the CLI and
+        # plain attribute assignment. NaN passes every comparison, so finiteness is checked first.
+        name, value = proposal["trait"].name, proposal["value"]
+        if value is not None and not LIMITS[name].holds(value):
+            raise Refused(name, value, "not a finite number" if not math.isfinite(value) else "out of range")
         return value
 
     def __init__(self, **kwargs):
@@ -105,14 +132,27 @@ class GreenJupyter(Configurable):
             lookup(raw)  # an unknown region is refused with the closest matches
         try:
             setattr(self, name, _convert(self.traits()[name], raw))
-        except (TraitError, ValueError, TypeError) as error:
-            why = str(error) if str(error).startswith("out of range") else f"accepted: {accepted(name)}"
-            raise ConfigError(f"{name}={raw!r} is refused ({why})") from None
+        except (TraitError, ValueError, TypeError, OverflowError) as error:
+            why = f"{error.reason}; " if isinstance(error, Refused) else ""
+            raise ConfigError(f"{name}={raw!r} is refused ({why}accepted: {accepted(name)})") from None
         self.origin[name] = origin
 
     def describe(self) -> list[tuple[str, object, str]]:
-        """Return (name, value, where it came from) for every setting."""
-        return [(name, getattr(self, name), self.origin[name]) for name in self.names()]
+        """Return (name, value, where it came from) for every setting; an automatic share as its figure."""
+        rows = [(name, getattr(self, name), self.origin[name]) for name in self.names()]
+        if self.resource_share is None:
+            from .carbon.context import auto_resource_share
+
+            rows = [(n, *auto_resource_share()) if n == "resource_share" else (n, v, o) for n, v, o in rows]
+        return rows
+
+
+class Refused(TraitError):
+    """A numeric setting outside its range, or not finite; says which value and what is accepted."""
+
+    def __init__(self, name: str, value, reason: str):
+        self.reason = reason
+        super().__init__(f"{name}={value!r} is refused ({reason}; accepted: {accepted(name)})")
 
 
 def accepted(name: str) -> str:
@@ -120,9 +160,10 @@ def accepted(name: str) -> str:
     if isinstance(trait, Enum):
         return "one of " + ", ".join(repr(v) for v in trait.values)
     if name in LIMITS:
-        low, high = LIMITS[name]
+        low, high, low_excluded = LIMITS[name]
         kind = "a whole number" if isinstance(trait, Int) else "a number"
-        bounds = f"from {_number(low)}" + (f" to {_number(high)}" if high is not None else " up")
+        bounds = f"{'above' if low_excluded else 'from'} {_number(low)}"
+        bounds += (f" {'up ' if low_excluded else ''}to {_number(high)}" if high is not None else " up")
         return f"{kind} {bounds}" + (", or empty for automatic" if trait.allow_none else "")
     return "text"
 

@@ -1,16 +1,20 @@
 """Settings from the environment, the measure() API and human-readable figures."""
 
+import math
 import time
 from datetime import datetime, timezone
 
 import pytest
-
-import greenjupyter
-from greenjupyter import ConfigError, format as fmt
-from greenjupyter.measurement import Measurement
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import TraitError
 from traitlets.config import Config
 
-from greenjupyter.settings import load
+import greenjupyter
+from greenjupyter import ConfigError, cli, format as fmt, runtime
+from greenjupyter.measurement import Measurement
+from greenjupyter.settings import LIMITS, GreenJupyter, accepted, load
+from tests.kernels import kernel_environment, kernel_manager
 
 
 def test_environment_values_are_used_with_their_origin(monkeypatch):
@@ -154,3 +158,129 @@ def test_partly_estimated_measurement_says_which_part():
     assert "partly estimated (dram:process)" in str(m)
     assert "failed: gpu:0" in str(m)
     assert m.energy_kwh == pytest.approx(240 / 3.6e6)
+
+
+# --- no numeric setting accepts NaN or infinity, whichever way it arrives ---------------------
+
+POISON = ["nan", "inf", "-inf", "NaN", "1e999"]  # 1e999 reads as float infinity
+ROUTES = ["%carbon config", "environment", "config file", "attribute", "command line"]
+
+
+def _cases():
+    for name in sorted(LIMITS):
+        for raw in POISON:
+            for route in ROUTES:
+                if route != "command line" or name == "pue":  # the only setting with its own flag
+                    yield pytest.param(name, raw, route, id=f"{name}-{raw}-{route}")
+
+
+@pytest.mark.parametrize("name, raw, route", list(_cases()))
+def test_no_numeric_setting_accepts_nan_or_infinity_from_any_route(name, raw, route, monkeypatch, capsys, tmp_path):
+    default = GreenJupyter.class_traits()[name].default_value
+    if route == "%carbon config":
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "greenjupyter")
+        try:
+            with pytest.raises(UsageError) as caught:
+                shell.run_line_magic("carbon", f"config {name}={raw}")
+            value = getattr(runtime.get_settings(), name)
+        finally:
+            shell.run_line_magic("unload_ext", "greenjupyter")
+        said = str(caught.value)
+    elif route == "environment":
+        monkeypatch.setenv(f"GREENJUPYTER_{name.upper()}", raw)
+        value = getattr(load(), name)
+        said = capsys.readouterr().err
+        assert said.count(f"{name}='{raw}' is refused") == 1  # said once, then the default is used
+    elif route == "config file":
+        config = Config()
+        config.GreenJupyter[name] = float(raw)  # what c.GreenJupyter.<name> = float('nan') puts there
+        value = getattr(load(config), name)
+        said = capsys.readouterr().err
+        assert said.count(f"config file: {name}={float(raw)!r} is refused") == 1
+    elif route == "attribute":
+        settings = load()
+        with pytest.raises(TraitError) as caught:
+            setattr(settings, name, float(raw))
+        value, said = getattr(settings, name), str(caught.value)
+        assert repr(float(raw)) in said
+    else:
+        notebook = tmp_path / "ok.ipynb"
+        notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+        assert cli.main(["measure", str(notebook), f"--pue={raw}"]) == 2  # "--pue -inf" would read as an option
+        said, value = capsys.readouterr().err, default
+    assert value == default and (value is None or math.isfinite(value))
+    if route != "attribute" or name != "cells_kept":  # traitlets' own Int refuses a float first
+        assert f"accepted: {accepted(name)}" in said
+
+
+def test_refusals_say_whether_the_value_is_not_finite_or_out_of_range():
+    settings = load()
+    with pytest.raises(ConfigError, match=r"^pue='NaN' is refused \(not a finite number; accepted: a number from 1 to 3"):
+        settings.set("pue", "NaN", "%carbon config")
+    with pytest.raises(ConfigError, match=r"^resource_share='0' is refused \(out of range; accepted: a number above 0 up to 1, "
+                                          r"or empty for automatic\)"):
+        settings.set("resource_share", "0", "%carbon config")
+    settings.set("resource_share", "1", "%carbon config")
+    settings.set("pue", "1.2", "%carbon config")
+    with pytest.raises(TraitError, match=r"^pue=inf is refused \(not a finite number; accepted: a number from 1 to 3"):
+        settings.pue = float("inf")
+    assert (settings.pue, settings.origin["pue"], settings.resource_share) == (1.2, "%carbon config", 1.0)
+
+
+def test_the_extension_loads_with_poisoned_environment_and_config_values(monkeypatch, capsys):
+    # Before, GREENJUPYTER_SAMPLE_INTERVAL_S=nan stopped the extension from loading at all.
+    monkeypatch.setenv("GREENJUPYTER_SAMPLE_INTERVAL_S", "nan")
+    monkeypatch.setenv("GREENJUPYTER_HISTORY_S", "inf")
+    shell = InteractiveShell.instance()
+    shell.config.GreenJupyter.pue = float("nan")
+    try:
+        shell.run_line_magic("load_ext", "greenjupyter")
+        result = shell.run_cell("x = sum(range(1000))", store_history=True)
+        settings = runtime.get_settings()
+        records = greenjupyter.cells()
+        shell.run_line_magic("unload_ext", "greenjupyter")
+    finally:
+        del shell.config["GreenJupyter"]
+    assert result.success
+    assert (settings.sample_interval_s, settings.history_s, settings.pue) == (0.25, 3600.0, None)
+    assert len(records) == 1 and math.isfinite(records[0].measurement.co2e_g)
+    err = capsys.readouterr().err
+    assert "could not load" not in err
+    for said in ("environment GREENJUPYTER_SAMPLE_INTERVAL_S: sample_interval_s='nan' is refused (not a finite number",
+                 "environment GREENJUPYTER_HISTORY_S: history_s='inf' is refused (not a finite number",
+                 "config file: pue=nan is refused (not a finite number; accepted: a number from 1 to 3"):
+        assert err.count(said) == 1
+
+
+def test_a_real_kernel_loads_the_extension_despite_poisoned_settings(tmp_path):
+    # An IPython profile whose kernel config sets pue to NaN, and NaN in the environment.
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text("c.GreenJupyter.pue = float('nan')\n")
+    env = {**kernel_environment(tmp_path), "IPYTHONDIR": str(tmp_path / "ipython"),
+           "GREENJUPYTER_SAMPLE_INTERVAL_S": "nan"}
+    manager = kernel_manager(tmp_path)
+    manager.start_kernel(env=env)
+    client = manager.client()
+    try:
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        code = ("%load_ext greenjupyter\nsum(range(1000))\nimport greenjupyter.runtime as r\n"
+                "s = r.get_settings()\nprint(s.sample_interval_s, s.pue, s.origin['pue'])")
+        out, err = [], []
+
+        def collect(message):
+            if message["msg_type"] == "stream":
+                (out if message["content"]["name"] == "stdout" else err).append(message["content"]["text"])
+
+        reply = client.execute_interactive(code, timeout=60, output_hook=collect)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok"
+    assert "".join(out).strip() == "0.25 None default"
+    err = "".join(err)
+    assert "could not load" not in err
+    assert "sample_interval_s='nan' is refused (not a finite number; accepted: a number from 0.01 to 60)" in err
+    assert "config file: pue=nan is refused (not a finite number" in err

@@ -4,17 +4,23 @@ Region, always with where it came from: the ``region`` setting, else a cloud reg
 by the environment, else the country of the machine's time zone, else the world average
 (with a hint to set it). Intensity: the ``intensity_g_per_kwh`` setting, else a live reading
 when one is configured and fresh, else the region's embedded annual average. PUE: the
-setting, else the cloud provider's figure, else 1.0 (a machine of your own).
+setting, else the cloud provider's figure, else 1.0 (a machine of your own). Resource share
+(SCI's embodied term): the setting, else the share of the machine's CPUs this process may use.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 from ..measurement import Measurement
 from . import regions
 from .footprint import embodied_g, operational_g
+
+# Where cgroup v2 is mounted, and where this process's cgroup is named; tests point these elsewhere.
+CGROUP_ROOT = "/sys/fs/cgroup"
+PROC_SELF_CGROUP = "/proc/self/cgroup"
 
 SET_REGION_HINT = "set it with %carbon config region=FR (a country, US state, or cloud region)"
 
@@ -79,5 +85,53 @@ def grid_for(settings, region: str | None = None, live=None, located=None) -> Gr
 def footprint(m: Measurement, grid: Grid, settings) -> Measurement:
     """Return ``m`` with its carbon fields filled: operational emissions plus any embodied share."""
     grams = operational_g(m.energy_j, grid.pue, grid.g_per_kwh)
-    grams += embodied_g(m.duration_s, settings.embodied_kg, settings.lifetime_years)
+    if settings.embodied_kg > 0:
+        share, _ = resource_share(settings)
+        grams += embodied_g(m.duration_s, settings.embodied_kg, settings.lifetime_years, share)
     return m.replace(co2e_g=grams, intensity_g_per_kwh=grid.g_per_kwh, region=grid.region, pue=grid.pue)
+
+
+def resource_share(settings) -> tuple[float, str]:
+    """Return (the share of the machine charged in the embodied term, where it came from)."""
+    if settings.resource_share is not None:
+        return settings.resource_share, f"resource_share from {settings.origin['resource_share']}"
+    return auto_resource_share()
+
+
+@functools.cache
+def auto_resource_share() -> tuple[float, str]:
+    """Return (the share of the machine's CPUs this process may use, how it was found); read once.
+
+    CPU affinity, or a cgroup v2 CPU quota (``cpu.max``) of this process's cgroup or any above it
+    when that allows fewer CPUs. Only files are read: no process is spawned.
+    """
+    machine = os.cpu_count() or 1
+    try:
+        allowed, how = float(len(os.sched_getaffinity(0))), "CPU affinity"
+    except (AttributeError, OSError):  # no affinity on macOS
+        allowed, how = float(machine), "the CPU count"
+    quota = _cgroup_cpu_quota()
+    if quota is not None and quota < allowed:
+        allowed, how = quota, "cgroup cpu.max"
+    share = min(max(allowed / machine, 1e-6), 1.0)
+    return share, f"auto, from {how}: {allowed:g} of {machine} CPUs this process may use"
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """Return the smallest cgroup v2 CPU quota, in CPUs, over this process's cgroup and its parents."""
+    try:
+        with open(PROC_SELF_CGROUP) as f:
+            own = next((line.split("::", 1)[1].strip() for line in f if line.startswith("0::")), "/")
+    except OSError:
+        own = "/"
+    parts = [p for p in own.split("/") if p and p != ".."]
+    quotas = []
+    for depth in range(len(parts) + 1):
+        try:
+            with open(os.path.join(CGROUP_ROOT, *parts[:depth], "cpu.max")) as f:
+                limit, period = f.read().split()[:2]  # e.g. "200000 100000" (2 CPUs) or "max 100000"
+            if limit != "max" and float(limit) > 0 and float(period) > 0:
+                quotas.append(float(limit) / float(period))
+        except (OSError, ValueError):
+            continue
+    return min(quotas, default=None)
