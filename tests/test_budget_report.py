@@ -72,6 +72,17 @@ def test_bad_budget_is_a_usage_error(shell):
         shell.run_line_magic("carbon", "budget lots")
 
 
+@pytest.mark.parametrize("text", ["nan g", "NaN kg", "inf Wh", "1e999 J", "9" * 400 + "g", "1e306 t", "0g", "-5 Wh"])
+def test_budgets_that_are_not_finite_or_not_above_zero_are_refused_and_the_old_one_kept(shell, text):
+    # 1e306 t is 1e312 g: finite as typed, infinite once in grams.
+    run(shell, "%carbon budget 50g")
+    with pytest.raises(UsageError, match=r"^budget '.*' is refused \(not (a finite number|above 0); accepted: an amount of CO2e"):
+        shell.run_line_magic("carbon", f"budget {text}")
+    with capture_output() as captured:
+        run(shell, "%carbon budget")
+    assert "of 50 g CO2e used (within)" in captured.outputs[0].data["text/plain"]
+
+
 def test_export_and_report(shell, tmp_path):
     run(shell, "%carbon config region=FR")
     run(shell, "sum(range(100000))")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import math
 import re
 import sys
 
 from ..errors import ConfigError, GreenJupyterError
 from .. import format as fmt
 
-_AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mg|g|kg|t|j|kj|mj|wh|kwh|mwh)\s*$", re.IGNORECASE)
+# A number (anything float() may read, checked after) then a unit.
+_AMOUNT = re.compile(r"^\s*(\S+?)\s*(mg|g|kg|t|j|kj|mj|wh|kwh|mwh)\s*$", re.IGNORECASE)
+_ACCEPTED = "an amount of CO2e (mg, g, kg, t) or of energy (J, kJ, MJ, Wh, kWh, MWh) above 0, e.g. 50g or 2Wh"
 # unit -> (what is limited, factor to grams or joules)
 _UNITS = {
     "mg": ("co2e_g", 1e-3), "g": ("co2e_g", 1.0), "kg": ("co2e_g", 1e3), "t": ("co2e_g", 1e6),
@@ -25,13 +28,18 @@ class BudgetExceeded(GreenJupyterError):
 def parse_amount(text: str) -> tuple[str, float]:
     """Return ('co2e_g', grams) or ('energy_j', joules) from text like '50g', '0.5 kg', '2Wh', '1.5kWh'."""
     match = _AMOUNT.match(text)
-    if not match:
-        raise ConfigError(
-            f"budget {text!r} is not understood; accepted: an amount of CO2e (mg, g, kg, t) or of energy "
-            "(J, kJ, MJ, Wh, kWh, MWh), e.g. 50g or 2Wh"
-        )
+    try:
+        number = float(match.group(1)) if match else None
+    except ValueError:
+        number = None
+    if number is None:
+        raise ConfigError(f"budget {text!r} is not understood; accepted: {_ACCEPTED}")
     what, factor = _UNITS[match.group(2).lower()]
-    return what, float(match.group(1)) * factor
+    amount = number * factor
+    if not math.isfinite(amount) or amount <= 0:  # NaN would never be passed; inf never reached
+        reason = "not a finite number" if not math.isfinite(amount) else "not above 0"
+        raise ConfigError(f"budget {text!r} is refused ({reason}; accepted: {_ACCEPTED})")
+    return what, amount
 
 
 class Budget:
