@@ -41,7 +41,10 @@ def parse_since(since) -> datetime | None:
     match = _SPAN.match(str(since))
     if not match:
         raise ConfigError(f"since={since!r} is not understood; accepted: a datetime, a timedelta, or e.g. 30m, 12h, 7d, 2w")
-    return datetime.now(timezone.utc) - timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
+    try:
+        return datetime.now(timezone.utc) - timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
+    except OverflowError:  # a span longer than the calendar
+        raise ConfigError(f"since={since!r} reaches back past year 1; accepted: a span of under 2,000 years, e.g. 7d") from None
 
 
 def history(notebook: str | None = None, since=None) -> History:

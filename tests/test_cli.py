@@ -184,6 +184,13 @@ def test_a_cell_past_the_timeout_is_stopped(tmp_path, env, capsys):
     (["measure", "{tmp}/ok.ipynb", "--kernel", "no-such-kernel"], "no such kernel: 'no-such-kernel' (from --kernel); installed kernels: "),
     (["measure", "{tmp}/ok.ipynb", "--region", "Frnace"], "--region: unknown region 'Frnace'; did you mean France (FR)?"),
     (["measure", "{tmp}/ok.ipynb", "--pue", "9"], "--pue: pue='9' is refused (out of range; accepted: a number from 1 to 3"),
+    (["measure", "{tmp}/ok.ipynb", "--pue", "nan"], "--pue: pue='nan' is refused (not a finite number; accepted: a number from 1 to 3"),
+    (["measure", "{tmp}/ok.ipynb", "--pue=-inf"], "--pue: pue='-inf' is refused (not a finite number; accepted: a number from 1 to 3"),
+    (["measure", "{tmp}/ok.ipynb", "--pue", "1e999"], "--pue: pue='1e999' is refused (not a finite number; accepted"),
+    (["measure", "{tmp}/ok.ipynb", "--timeout", "nan"], "argument --timeout: 'nan' is not accepted; accepted: a whole number"),
+    (["measure", "{tmp}/ok.ipynb", "--timeout", "1e999"], "argument --timeout: '1e999' is not accepted; accepted: a whole number"),
+    (["history", "--since", "nan d"], "--since: since='nan d' is not understood; accepted:"),
+    (["history", "--since", "99999999999999d"], "--since: since='99999999999999d' reaches back past year 1; accepted:"),
     (["measure", "{tmp}/ok.ipynb", "--report", "{tmp}/r.pdf"], "extension '.pdf' is not known; accepted: .html"),
     (["measure", "{tmp}/ok.ipynb", "--output", "{tmp}/no/dir/x.ipynb"], "no such directory {tmp}/no/dir"),
     (["measure", "{tmp}/ok.ipynb", "--timeout", "soon"], "argument --timeout: 'soon' is not accepted"),
@@ -203,6 +210,14 @@ def test_usage_errors_exit_2_naming_the_value(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message.format(tmp=tmp_path) in err
     assert "Traceback" not in err
+
+
+def test_a_poisoned_environment_value_is_said_once_and_the_command_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GREENJUPYTER_PUE", "nan")
+    Store(str(tmp_path / "h.sqlite")).close()
+    assert cli.main(["report", "--db", str(tmp_path / "h.sqlite"), "--format", "text"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("environment GREENJUPYTER_PUE: pue='nan' is refused (not a finite number") == 1
 
 
 def test_history_off_is_refused_and_empty_history_is_said(tmp_path, monkeypatch, capsys):
