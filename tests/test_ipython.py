@@ -10,7 +10,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import greenjupyter
-from greenjupyter import Measurement
+from greenjupyter import Measurement, runtime
 from greenjupyter.ipython import extension
 
 
@@ -77,9 +77,35 @@ def test_cell_magic_shows_result_and_keeps_the_value(shell):
     assert "text/html" in shown.data and "text/plain" in shown.data
     assert "estimated" in shown.data["text/plain"]
     assert shown.data["text/html"].startswith('<div class="greenjupyter-measurement"')
-    # The %%carbon cell is also an auto-measured cell, and the two windows nest.
-    outer = greenjupyter.cells()[-1].measurement
-    assert outer.duration_s >= m.duration_s
+    # The cell's record (badge, sidebar, history) is that very figure, not a window of its own.
+    assert greenjupyter.cells()[-1].measurement is m
+
+
+def test_a_carbon_cell_shows_stores_and_records_one_figure(shell):
+    with capture_output() as captured:
+        run(shell, "%%carbon -o m\nimport time\ntime.sleep(0.05)")
+    m, record = shell.user_ns["m"], greenjupyter.cells()[-1]
+    assert (m.energy_j, m.duration_s, m.co2e_g) == (record.measurement.energy_j, record.measurement.duration_s,
+                                                    record.measurement.co2e_g)
+    assert captured.outputs[0].data["text/plain"] == str(record.measurement)
+    (stored,) = [c for c in extension.current_recorder().store.cells() if c.record.execution_count == record.execution_count]
+    assert (stored.record.measurement.energy_j, stored.record.measurement.duration_s) == (m.energy_j, m.duration_s)
+
+
+def test_a_carbon_cell_with_a_region_keeps_the_session_grid_in_its_record(shell):
+    other = "DE" if runtime.current_grid().region == "FR" else "FR"
+    with capture_output() as captured:
+        run(shell, f"%%carbon --region {other} -o m\nimport time\ntime.sleep(0.05)")
+    m, record = shell.user_ns["m"], greenjupyter.cells()[-1].measurement
+    assert (m.energy_j, m.duration_s, m.components) == (record.energy_j, record.duration_s, record.components)
+    assert m.region == other != record.region and other in captured.outputs[0].data["text/plain"]
+    assert record.region == runtime.current_grid().region  # totals stay on one grid
+
+
+def test_the_carbon_magic_called_inside_another_cell_leaves_that_cell_its_window(shell):
+    run(shell, "import time\nget_ipython().run_cell_magic('carbon', '-q -o m', 'time.sleep(0.05)')\ntime.sleep(0.05)")
+    inner, outer = shell.user_ns["m"], greenjupyter.cells()[-1].measurement
+    assert outer.duration_s >= inner.duration_s + 0.05
 
 
 def test_cell_magic_quiet_and_ipython_syntax(shell):

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import sqlite3
 import sys
 
 import nbclient
@@ -32,9 +33,9 @@ CELLS = [
 ]
 
 
-def make_notebook():
+def make_notebook(cells=CELLS):
     nb = nbformat.v4.new_notebook()
-    for name, source in CELLS:
+    for name, source in cells:
         cell = nbformat.v4.new_code_cell(source)
         if name == "raise":
             cell.metadata["tags"] = ["raises-exception"]
@@ -43,8 +44,8 @@ def make_notebook():
     return nb
 
 
-def run(tmp_path, send_cell_ids):
-    nb = make_notebook()
+def run(tmp_path, send_cell_ids, cells=CELLS, env=None):
+    nb = make_notebook(cells)
     client = nbclient.NotebookClient(
         nb,
         km=kernel_manager(tmp_path, asynchronous=True),
@@ -59,7 +60,7 @@ def run(tmp_path, send_cell_ids):
             client.kc.session.metadata["cellId"] = cell.id
 
         client.on_cell_execute = tag_request
-    client.execute(env=kernel_environment(tmp_path))
+    client.execute(env={**kernel_environment(tmp_path), **(env or {})})
     report = [o for o in nb.cells[-1].outputs if o.output_type == "stream" and o.name == "stdout"]
     assert report, nb.cells[-1].outputs
     return nb, json.loads("".join(o.text for o in report))
@@ -100,3 +101,44 @@ def test_one_record_per_executed_cell(tmp_path, send_cell_ids):
 
     duration = by_name["sleep"][4]
     assert 0.2 <= duration < 0.5
+
+
+POOL_CELLS = [
+    ("load", "%load_ext greenjupyter"),
+    (
+        "pool",
+        "import multiprocessing, os, time, greenjupyter\n"
+        "def task(i):\n"
+        "    with greenjupyter.measure() as m:\n"
+        "        time.sleep(0.02)\n"
+        "    return os.getpid(), m.energy_j, m.duration_s, len(greenjupyter.cells())\n"
+        "with multiprocessing.get_context('fork').Pool(4, maxtasksperchild=2) as pool:\n"
+        "    results = pool.map(task, range(16))",
+    ),
+    ("sleep", "time.sleep(0.05)"),
+    (
+        "report",
+        "import json\n"
+        "print(json.dumps({'kernel': os.getpid(), 'results': results,\n"
+        "                  'records': [r.execution_count for r in greenjupyter.cells()]}))",
+    ),
+]
+
+
+def test_a_fork_pool_measures_in_its_workers_and_writes_no_history(tmp_path):
+    # The sampler at 10 ms makes it likely that a fork catches the meter's lock held.
+    nb, report = run(tmp_path, False, POOL_CELLS, {"GREENJUPYTER_SAMPLE_INTERVAL_S": "0.01"})
+    results = report["results"]
+    assert len(results) == 16 and report["kernel"] not in {pid for pid, *_ in results}
+    for _, energy, duration, cells in results:
+        # 20 ms of sleep; a loaded 2-core machine may add delay to a worker, never remove any.
+        assert energy > 0 and 0.02 <= duration < 1.0
+        assert cells == 0  # a worker keeps the records it inherited (none yet), adds none
+    own = [cell.execution_count for cell in nb.cells[1:]]
+    assert report["records"] == own[:-1]  # the report cell is still running
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    try:
+        rows = [count for (count,) in db.execute("SELECT execution_count FROM cells ORDER BY id")]
+    finally:
+        db.close()
+    assert rows == own  # the kernel's own cells, each once; nothing from a worker

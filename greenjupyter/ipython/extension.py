@@ -9,7 +9,7 @@ import uuid
 from collections import deque
 
 from .. import runtime
-from ..measurement import CellRecord
+from ..measurement import CellRecord, Measurement
 from ..meter import Meter
 from ..notices import notice
 from ..sources.cpu_model import read_cpu_info
@@ -35,11 +35,15 @@ class CellRecorder:
     into a CellRecord happens off the cell's path, on the sampler's next tick, or at once
     when someone asks for ``records`` or ``totals``. Every hook body is guarded: a failure
     here is reported once and the user's cell runs on.
+
+    In a child of ``os.fork()`` (multiprocessing's default on Linux) the recorder does nothing:
+    the meter, the sampler and the history connection it holds are the parent's.
     """
 
     def __init__(self, shell, meter: Meter, cells_kept: int = 1000, store=None):
         self.shell = shell
         self.meter = meter
+        self.pid = os.getpid()  # the process whose cells this records
         self.store = store  # the history database, or None
         self.session = uuid.uuid4().hex  # this load of the extension in this kernel
         self.kernel_id = _kernel_id()
@@ -51,8 +55,8 @@ class CellRecorder:
         self.monitor = None  # the %carbon monitor widget, once shown
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
-        self._open: list = []  # (start reading, info); a stack because run_cell can nest
-        self._closed: deque = deque()  # (start, stop, info, execution count, error name)
+        self._open: list = []  # [start reading or handed Measurement, info]; a stack because run_cell can nest
+        self._closed: deque = deque()  # (start or Measurement, stop or None, info, execution count, error name)
         self._lock = threading.Lock()
 
     @property
@@ -71,20 +75,35 @@ class CellRecorder:
         return bool(self._open)
 
     def pre_run_cell(self, info) -> None:
+        if self.pid != os.getpid():
+            return
         try:
-            self._open.append((self.meter.begin(), info))
+            self._open.append([self.meter.begin(), info])
         except Exception as error:
             notice("pre_run_cell", f"could not start measuring a cell ({error!r}); cells are not affected")
 
+    def use_for_this_cell(self, measurement: Measurement) -> bool:
+        """Record the running ``%%carbon`` cell with ``measurement`` (with its CO2e) instead of the
+        hooks' own window, so that its output, record, badge and history show one figure.
+
+        Return False (and change nothing) unless the innermost running cell is a ``%%carbon`` cell.
+        """
+        if self.pid != os.getpid() or not self._open:
+            return False
+        entry = self._open[-1]
+        if not (getattr(entry[1], "raw_cell", None) or "").lstrip().startswith("%%carbon"):
+            return False  # the magic was called from inside another cell: that cell keeps its window
+        entry[0] = measurement
+        return True
+
     def post_run_cell(self, result) -> None:
-        if not self._open:  # the cell that loaded the extension had no start
+        if not self._open or self.pid != os.getpid():  # the cell that loaded the extension had no start
             return
         start, info = self._open.pop()
         try:
             error = result.error_in_exec or result.error_before_exec
-            self._closed.append(
-                (start, self.meter.snapshot(), info, result.execution_count, error and type(error).__name__)
-            )
+            stop = None if isinstance(start, Measurement) else self.meter.snapshot()
+            self._closed.append((start, stop, info, result.execution_count, error and type(error).__name__))
             if self.store is not None or len(self._closed) > QUEUE_LIMIT:
                 self.finish()  # a stored row is written before the cell's reply leaves the kernel
         except Exception as error:
@@ -92,7 +111,7 @@ class CellRecorder:
 
     def finish(self) -> None:
         """Turn every queued reading into a CellRecord (any thread; cheap when there is none)."""
-        if not self._closed:
+        if not self._closed or self.pid != os.getpid():  # a forked child keeps what it has, in memory
             return
         with self._lock:
             while self._closed:
@@ -102,7 +121,10 @@ class CellRecorder:
                     notice("finish", f"could not record a cell ({error!r}); cells are not affected")
 
     def _add(self, start, stop, info, execution_count, error) -> CellRecord:
-        measurement = runtime.with_carbon(self.meter.measurement(start, stop))
+        if stop is None:  # a %%carbon cell: the magic's own Measurement, CO2e included
+            measurement = start
+        else:
+            measurement = runtime.with_carbon(self.meter.measurement(start, stop))
         record = CellRecord(
             measurement=measurement,
             execution_count=execution_count,

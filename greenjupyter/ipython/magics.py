@@ -15,6 +15,7 @@ from .. import runtime
 from ..carbon import regions
 from ..errors import ConfigError, GreenJupyterError
 from ..history import sessions
+from ..notices import notice
 from ..settings import NEEDS_RELOAD
 from .extension import current_recorder
 
@@ -57,7 +58,8 @@ class CarbonMagics(Magics):
         %carbon budget 50g [--stop]   a notice when the session passes 50 g CO2e (or 2Wh ...);
                                   --stop also stops further cells; %carbon budget clear removes it
         %carbon monitor           live power and totals as a widget (VS Code, Colab, no sidebar)
-        %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region)
+        %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region);
+                                  the cell's record keeps the session's grid
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
         """
@@ -73,7 +75,7 @@ class CarbonMagics(Magics):
                 raise UsageError(f"-o {args.output!r} is not a valid variable name")
             if args.region is not None:
                 self._check_region(args.region)
-            return self._measure_cell(cell, recorder.meter, args)
+            return self._measure_cell(cell, recorder, args)
         if args.action not in ACTIONS:
             raise UsageError(f"unknown action {args.action!r}; accepted: {', '.join(ACTIONS)}")
         if args.last < 1:
@@ -187,9 +189,15 @@ class CarbonMagics(Magics):
         described = [row for row in settings.describe() if not changed or row[0] in changed]
         display(fmt.Text(fmt.config_text(described, runtime.current_grid())))
 
-    def _measure_cell(self, cell: str, meter, args):
-        """Run ``cell`` like a cell (its last expression becomes the output), measured."""
-        shell = self.shell
+    def _measure_cell(self, cell: str, recorder, args):
+        """Run ``cell`` like a cell (its last expression becomes the output), measured.
+
+        The cell's record (badge, sidebar, history, totals) takes this very Measurement, so the
+        output and the record show one figure. With ``--region`` only the CO2e shown under the
+        cell (and stored by ``-o``) is on that grid; the record keeps the session's grid, so
+        the session's totals stay on one grid.
+        """
+        shell, meter = self.shell, recorder.meter
         source = shell.transform_cell(cell)
         tree = shell.transform_ast(shell.compile.ast_parse(source))
         last = None
@@ -203,8 +211,18 @@ class CarbonMagics(Magics):
             exec(body, shell.user_global_ns, shell.user_ns)
             return eval(tail, shell.user_global_ns, shell.user_ns) if tail is not None else None
         finally:
-            measurement = runtime.with_carbon(meter.end(window), args.region)
-            if args.output:
-                shell.user_ns[args.output] = measurement
-            if not args.quiet:
-                display(measurement)
+            self._show(meter.end(window), recorder, args)
+
+    def _show(self, energy, recorder, args) -> None:
+        try:
+            measurement = runtime.with_carbon(energy)
+            recorder.use_for_this_cell(measurement)
+            if args.region is not None:
+                measurement = runtime.with_carbon(energy, args.region)
+        except Exception as error:  # the cell has run; its result or error must come through
+            notice("carbon-cell", f"could not finish measuring a %%carbon cell ({error!r}); cells are not affected")
+            return
+        if args.output:
+            self.shell.user_ns[args.output] = measurement
+        if not args.quiet:
+            display(measurement)
