@@ -188,15 +188,18 @@ class measure:
     def __enter__(self) -> "measure":
         meter = self._meter or get_meter()
         windows = self._local.__dict__.setdefault("windows", [])  # a stack: recursive calls nest
-        windows.append((meter, meter.begin()))
+        windows.append((meter, meter.begin(), os.getpid()))
         return self
 
     def __exit__(self, *exc) -> bool:
         self._finish()
         return False
 
-    def _finish(self) -> Measurement:
-        meter, window = self._local.windows.pop()
+    def _finish(self) -> Measurement | None:
+        meter, window, pid = self._local.windows.pop()
+        if pid != os.getpid():  # opened before os.fork(): that meter is the parent's, maybe locked
+            notice("measure-forked", "a measure() window opened before os.fork() has no result in the child")
+            return None
         result = with_carbon(meter.end(window))
         self._local.result = self._last = result
         return result
@@ -208,7 +211,7 @@ class measure:
             try:
                 return func(*args, **kwargs)
             finally:
-                measured.measurement = self._finish()
+                measured.measurement = self._finish() or measured.measurement
 
         measured.measurement = None  # the Measurement of the last call to finish
         return measured

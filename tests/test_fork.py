@@ -47,7 +47,7 @@ def history_counts(path):
 
 
 def wait_for(child, reader):
-    """Return (the child's report, seconds until it exited), killing it past CHILD_WAIT_S."""
+    """Return (what the child wrote, seconds until it exited, its exit code); kill it past CHILD_WAIT_S."""
     started, data = time.monotonic(), b""
     deadline = started + CHILD_WAIT_S
     while time.monotonic() < deadline:
@@ -59,7 +59,7 @@ def wait_for(child, reader):
     while time.monotonic() < deadline:
         done, status = os.waitpid(child, os.WNOHANG)
         if done:
-            return json.loads(data or b"{}"), time.monotonic() - started, os.waitstatus_to_exitcode(status)
+            return data.decode(), time.monotonic() - started, os.waitstatus_to_exitcode(status)
         time.sleep(0.005)
     os.kill(child, signal.SIGKILL)
     os.waitpid(child, 0)
@@ -85,9 +85,10 @@ def test_thirty_forks_while_the_sampler_runs_fast(monkeypatch, tmp_path):
                     os._exit(0)  # the child has run its whole cell, hooks included: it ends here
             os.close(writer)
             try:
-                report, waited, code = wait_for(shell.user_ns["child"], reader)
+                text, waited, code = wait_for(shell.user_ns["child"], reader)
             finally:
                 os.close(reader)
+            report = json.loads(text or "{}")
             assert result.success and code == 0
             counts.append(result.execution_count)
             slowest = max(slowest, waited)
@@ -129,10 +130,50 @@ def test_a_forked_child_has_its_own_meter_and_no_store(tmp_path):
         os._exit(0)
     os.close(writer)
     try:
-        report, _, code = wait_for(child, reader)
+        text, _, code = wait_for(child, reader)
     finally:
         os.close(reader)
+    report = json.loads(text or "{}")
     assert code == 0 and report == {
         "fresh_meter": True, "sampler_alive": True, "fresh_store": True, "duration_s": report["duration_s"]
     }, report
     assert runtime.get_meter() is parent_meter  # the parent goes on with its own
+
+
+def test_a_window_open_across_a_fork_closes_in_the_child_without_a_figure(tmp_path, capfd):
+    """A %%carbon cell and a with block both open when the cell forks: the child runs through both."""
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter", store_history=True)
+    parent = os.getpid()
+    reader, writer = os.pipe()
+    shell.user_ns["pipe"] = writer
+    source = (
+        "%%carbon -q -o outer\n"
+        "import os, greenjupyter\n"
+        "with greenjupyter.measure() as block:\n"
+        "    child = os.fork()\n"
+        "if child == 0:\n"
+        "    os.write(pipe, repr(block.result).encode())\n"
+    )
+    try:
+        try:
+            result = shell.run_cell(source, store_history=True)
+        finally:
+            if os.getpid() != parent:
+                os._exit(0)
+        os.close(writer)
+        try:
+            report, _, code = wait_for(shell.user_ns["child"], reader)
+        finally:
+            os.close(reader)
+        assert code == 0 and report == "None"  # the child got through both windows, with no figure
+        assert result.success and shell.user_ns["block"].result is not None
+        assert greenjupyter.cells()[-1].measurement is shell.user_ns["outer"]
+        counts = history_counts(extension.current_recorder().store.path)
+        assert counts == [result.execution_count]
+        assert "opened before os.fork() has no result in the child" in capfd.readouterr().err
+    finally:
+        shell.run_line_magic("unload_ext", "greenjupyter")
+        for name in ("pipe", "child", "block", "outer"):
+            shell.user_ns.pop(name, None)
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -211,10 +212,13 @@ class CarbonMagics(Magics):
             exec(body, shell.user_global_ns, shell.user_ns)
             return eval(tail, shell.user_global_ns, shell.user_ns) if tail is not None else None
         finally:
-            self._show(meter.end(window), recorder, args)
+            self._show(meter, window, recorder, args)
 
-    def _show(self, energy, recorder, args) -> None:
+    def _show(self, meter, window, recorder, args) -> None:
+        if recorder.pid != os.getpid():  # a forked child: the meter is the parent's, maybe locked
+            return
         try:
+            energy = meter.end(window)
             measurement = runtime.with_carbon(energy)
             recorder.use_for_this_cell(measurement)
             if args.region is not None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+from dataclasses import dataclass, replace
 
 from ..errors import SourceUnavailable
+from ..notices import notice
 from .base import NAN, PowerIntegral, Source
 
 # The energy counter's update period is not documented; reports range from 10 to 100 ms.
@@ -13,6 +16,23 @@ COUNTER_PERIOD_S = 0.1
 # nvidia-smi states its power readings as +/- 5 W.
 POWER_ERROR_W = 5.0
 DRIVER_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One GPU charged to this process, named ``gpu:<ordinal>`` after its CUDA ordinal.
+
+    ``mig``: the slices of it that CUDA_VISIBLE_DEVICES names (the figure is still the whole
+    GPU's); ``process_handles``: where its processes are listed (each MIG slice, else the GPU);
+    ``slices``: how many MIG slices it has.
+    """
+
+    ordinal: int
+    nvml_index: int
+    uuid: str = ""
+    mig: tuple[str, ...] = ()
+    process_handles: tuple = ()
+    slices: int = 0
 
 
 class NvmlSource(Source):
@@ -24,11 +44,21 @@ class NvmlSource(Source):
 
     kind = "nvml"
 
-    def __init__(self, nvml, handles: list, names: list[str]):
+    def __init__(self, nvml, handles: list, names: list[str], gpus: list[GpuInfo] | None = None,
+                 notes: list[str] | None = None):
         self._nvml = nvml
         self._handles = handles
         self.names = names
-        self.components = tuple(f"gpu:{i}" for i in range(len(handles)))
+        self.gpus = gpus or [GpuInfo(i, i, process_handles=(h,)) for i, h in enumerate(handles)]
+        self.notes = notes or []  # source-wide lines for describe(), e.g. CUDA_VISIBLE_DEVICES entries dropped
+        self.components = tuple(f"gpu:{gpu.ordinal}" for gpu in self.gpus)
+        # What sharing() has seen, per GPU, for describe(); only the sampler thread writes these.
+        self._checked = [False] * len(handles)
+        self._own_seen = [False] * len(handles)
+        self._most_others = [0] * len(handles)
+        self._sharing_error = [""] * len(handles)
+        self._verdicts: dict[int, bool] = {}  # pid -> whether it is this process's descendant
+        self._process_suffix = ""
         self.has_counter = [self._supports_counter(h) for h in handles]
         self.update_period_s = tuple(COUNTER_PERIOD_S if c else 0.0 for c in self.has_counter)
         self.power_error_w = tuple(0.0 if c else POWER_ERROR_W for c in self.has_counter)
@@ -69,10 +99,86 @@ class NvmlSource(Source):
     def describe(self) -> list[str]:
         lines = []
         for i, name in enumerate(self.names):
+            gpu = self.gpus[i]
             how = "total-energy counter" if self.has_counter[i] else "power polled and integrated (no energy counter)"
-            error = f"; last error: {self.last_error[i]}" if self.last_error[i] else ""
-            lines.append(f"gpu:{i}: {name}, NVML {how}{error}")
-        return lines
+            where = f"NVML index {gpu.nvml_index}" + (f", {gpu.uuid}" if gpu.uuid else "")
+            line = f"{self.components[i]}: {name}, NVML {how} ({where})"
+            if gpu.mig:
+                line += (f"; MIG slice {', '.join(gpu.mig)}: NVML has no energy reading per slice, so the figure "
+                         f"is the whole GPU's ({gpu.slices} slices)")
+            if self._sharing_error[i]:
+                line += f"; its processes cannot be listed ({self._sharing_error[i]}), so sharing is not known"
+            elif self._most_others[i]:
+                line += (f"; shared: up to {self._most_others[i]} other processes seen on it so far, and the "
+                         "figure is the whole device's, theirs included")
+                if not self._own_seen[i]:
+                    line += (" (this process is not in NVML's list, as before it first uses the GPU or in a "
+                             "container whose PIDs differ from the host's, so every listed process counts)")
+            elif self._checked[i]:
+                line += "; no other process seen on it so far"
+            if self.last_error[i]:
+                line += f"; last error: {self.last_error[i]}"
+            lines.append(line)
+        return lines + [f"gpu: {note}" for note in self.notes]
+
+    def sharing(self) -> tuple[int, ...]:
+        """Return, per component, how many other processes use that GPU now.
+
+        This process and its descendants (by /proc parent links) do not count. The counter is
+        the whole device's, so any other process's energy is in the figure. A GPU in MIG mode
+        is listed slice by slice (a parent handle may need privileges), all slices counted; a
+        MIG slice named in CUDA_VISIBLE_DEVICES counts at least 1 while its GPU has slices this
+        process was not given, as their tenants' energy is in the GPU's counter too.
+        Called by the sampler every tick: cheap, never raises; a GPU whose processes cannot be
+        listed reads 0, with one notice.
+        """
+        own, counts, verdicts = os.getpid(), [], {}
+        for i, gpu in enumerate(self.gpus):
+            try:
+                pids = self._pids_on(gpu.process_handles)
+            except Exception as error:  # never let the sampler thread die of it
+                if not self._sharing_error[i]:
+                    self._sharing_error[i] = str(error) or type(error).__name__
+                    notice(f"nvml-sharing-{self.components[i]}",
+                           f"cannot list the processes on {self.components[i]} ({self._sharing_error[i]}); "
+                           "whether other processes share it is not known")
+                counts.append(0)
+                continue
+            self._checked[i] = True
+            self._own_seen[i] = self._own_seen[i] or own in pids
+            others = 0
+            for pid in pids:
+                if pid != own:
+                    ours = verdicts.get(pid, self._verdicts.get(pid))
+                    verdicts[pid] = ours = _is_descendant(pid, own) if ours is None else ours
+                    others += not ours
+            self._most_others[i] = max(self._most_others[i], others)
+            counts.append(max(others, 1) if gpu.mig and gpu.slices > len(gpu.mig) else others)
+        self._verdicts = verdicts  # kept for the pids still listed, so each is looked up once
+        return tuple(counts)
+
+    def _pids_on(self, handles) -> set[int]:
+        nvml, pids = self._nvml, set()
+        for handle in handles:
+            for kind in ("Compute", "Graphics"):
+                try:
+                    pids.update(p.pid for p in self._processes(kind, handle))
+                except nvml.NVMLError as error:
+                    if error.value != nvml.NVML_ERROR_NOT_SUPPORTED:  # e.g. no graphics list on a compute GPU
+                        raise
+        return pids
+
+    def _processes(self, kind: str, handle) -> list:
+        # nvidia-ml-py 12/13: the plain name calls the _v3 C function and raises
+        # NVMLLibraryMismatchError (not an NVMLError) where the driver lacks it; _v2 works there.
+        name = f"nvmlDeviceGet{kind}RunningProcesses"
+        try:
+            return getattr(self._nvml, name + self._process_suffix)(handle)
+        except getattr(self._nvml, "NVMLLibraryMismatchError", ()):
+            if self._process_suffix:
+                raise
+            self._process_suffix = "_v2"
+            return getattr(self._nvml, name + "_v2")(handle)
 
     def close(self) -> None:
         if self._handles:
@@ -84,10 +190,18 @@ class NvmlSource(Source):
 
 
 def open_nvml() -> NvmlSource:
-    """Return an NvmlSource over every GPU NVML lists, or raise SourceUnavailable."""
+    """Return an NvmlSource over the GPUs this process may use, or raise SourceUnavailable.
+
+    Which GPUs: those CUDA shows this process under ``CUDA_VISIBLE_DEVICES`` (``visible_gpus``);
+    all of them when it is unset. Each becomes ``gpu:N``, N being the CUDA ordinal the user
+    sees (``cuda:N`` in PyTorch); ``describe()`` gives its NVML index and UUID.
+    """
+    spec = os.environ.get("CUDA_VISIBLE_DEVICES")
     if not any(os.path.exists(p) for p in DRIVER_MARKERS):
         # Importing pynvml costs ~80 ms; skip it where no NVIDIA driver is loaded.
         raise SourceUnavailable("no NVIDIA driver loaded (no /proc/driver/nvidia, no /dev/nvidiactl)")
+    if spec is not None and not spec.strip():
+        raise SourceUnavailable("CUDA_VISIBLE_DEVICES is set and empty, so CUDA shows this kernel no GPU; none is charged")
     try:
         import pynvml
     except ImportError:
@@ -101,10 +215,36 @@ def open_nvml() -> NvmlSource:
     try:
         count = pynvml.nvmlDeviceGetCount()
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        names = [_text(pynvml.nvmlDeviceGetName(h)) for h in handles]
         if not handles:
             raise SourceUnavailable("NVML found no GPUs")
-        return NvmlSource(pynvml, handles, names)
+        uuids = [_text(pynvml.nvmlDeviceGetUUID(h)) for h in handles]
+        slices = [_mig_slices(pynvml, h) for h in handles]
+        mig_parents = {uuid: i for i, found in enumerate(slices) for uuid, _ in found}
+        chosen, dropped = visible_gpus(spec, uuids, mig_parents)
+        if not chosen:
+            raise SourceUnavailable(
+                f"CUDA_VISIBLE_DEVICES={spec!r} shows this kernel no GPU: {dropped}; none is charged",
+                "nvidia-smi -L lists this host's GPUs and their UUIDs",
+            )
+        gpus: dict[int, GpuInfo] = {}  # by NVML index: MIG slices of one GPU share its counter, charged once
+        for ordinal, (index, mig) in enumerate(chosen):
+            known = gpus.get(index)
+            if known is None:
+                handles_for_processes = tuple(h for _, h in slices[index]) or (handles[index],)
+                gpus[index] = GpuInfo(ordinal, index, uuids[index], (mig,) if mig else (), handles_for_processes,
+                                      len(slices[index]))
+            elif mig:
+                gpus[index] = replace(known, mig=known.mig + (mig,))
+        names = [_text(pynvml.nvmlDeviceGetName(handles[i])) for i in gpus]
+        notes = [f"CUDA_VISIBLE_DEVICES={spec!r}: {dropped}"] if dropped else []
+        by_index = spec is not None and not spec.startswith(("GPU-", "MIG-"))
+        all_names = {_text(pynvml.nvmlDeviceGetName(h)) for h in handles} if by_index else set()
+        if len(all_names) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+            notes.append(
+                "CUDA_VISIBLE_DEVICES gives indices, read here in NVML's (PCI bus) order; CUDA numbers mixed "
+                "GPU models fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, so set that (or use UUIDs)"
+            )
+        return NvmlSource(pynvml, [handles[i] for i in gpus], names, gpus=list(gpus.values()), notes=notes)
     except pynvml.NVMLError as error:
         pynvml.nvmlShutdown()
         raise SourceUnavailable(f"NVML error while listing GPUs: {error}") from None
@@ -113,5 +253,115 @@ def open_nvml() -> NvmlSource:
         raise
 
 
+def visible_gpus(spec: str | None, uuids: list[str], mig_parents: dict[str, int]) -> tuple[list[tuple[int, str]], str]:
+    """Return the GPUs CUDA shows a process under CUDA_VISIBLE_DEVICES=``spec``, and why any entry was dropped.
+
+    ``uuids`` are NVML's GPU UUIDs by NVML index; ``mig_parents`` maps each MIG slice's UUID to its
+    GPU's NVML index. Each GPU comes back as (NVML index, MIG slice UUID or ""), in CUDA's order.
+    The rules, from CUDA's documentation (CUDA_VISIBLE_DEVICES in the CUDA C Programming Guide's
+    environment variables, and the MPS guide) and PyTorch's mirror of them
+    (``torch.cuda._parse_visible_devices`` and ``_transform_uuid_to_ordinals``):
+    unset, all GPUs; empty, none; else a comma list in one form, set by the first entry:
+    indices (read like C's strtoul: ``1gpu`` is 1), ``GPU-`` UUIDs, or ``MIG-`` UUIDs
+    (also the pre-R470 ``MIG-GPU-<uuid>/<gi>/<ci>``). A UUID may be shortened to any prefix
+    that names one device, ``GPU-`` included (a bare UUID is read as an index). The first
+    entry that names nothing (or several) ends the list; a device named twice empties it.
+    """
+    if spec is None:
+        return [(i, "") for i in range(len(uuids))], ""
+    form = next((prefix for prefix in ("GPU-", "MIG-") if spec.startswith(prefix)), "")
+    chosen: list[tuple[int, str]] = []
+    for entry in (e.strip() for e in spec.split(",")):
+        found, why = _resolve(entry, form, uuids, mig_parents)
+        if found is None:
+            return chosen, f"{entry!r} {why}, so CUDA ignores it and every entry after it"
+        if found in chosen:
+            return [], f"{entry!r} names a GPU already listed, and CUDA then shows no GPU at all"
+        chosen.append(found)
+    return chosen, ""
+
+
+def _resolve(entry: str, form: str, uuids: list[str], mig_parents: dict[str, int]):
+    """Return ((NVML index, MIG UUID or ""), "") for one CUDA_VISIBLE_DEVICES entry, or (None, why not)."""
+    if not form:
+        match = re.match(r"[+-]?\d+", entry)
+        if match is None:
+            return None, "is not a GPU index (the list began with an index)"
+        index = int(match.group())
+        if not 0 <= index < len(uuids):
+            return None, f"is not a GPU index here (NVML lists {len(uuids)}, from 0)"
+        return (index, ""), ""
+    if not entry.startswith(form):
+        return None, f"does not start with {form!r} as the list's first entry does"
+    if entry.startswith("MIG-GPU-"):  # before driver R470: MIG-<GPU UUID>/<GPU instance>/<compute instance>
+        index, why = _unique_prefix(entry[4:].split("/")[0], uuids)
+        return ((index, entry), "") if index is not None else (None, why)
+    if form == "MIG-":
+        slices = list(mig_parents)
+        index, why = _unique_prefix(entry, slices)
+        return ((mig_parents[slices[index]], slices[index]), "") if index is not None else (None, why)
+    index, why = _unique_prefix(entry, uuids)
+    return ((index, ""), "") if index is not None else (None, why)
+
+
+def _unique_prefix(prefix: str, candidates: list[str]):
+    """Return (the position of the one candidate starting with ``prefix``, "") or (None, why not)."""
+    matches = [i for i, candidate in enumerate(candidates) if candidate.startswith(prefix)]
+    if not matches:
+        return None, "matches no device here"
+    if len(matches) > 1:
+        return None, f"matches {len(matches)} devices here"
+    return matches[0], ""
+
+
+def _mig_slices(nvml, handle) -> list[tuple[str, object]]:
+    """Return (UUID, handle) of each MIG slice of a GPU; none where MIG is off or unsupported."""
+    try:
+        # NVML: "Returns zero if MIG is not supported or enabled"; GPUs before Ampere may refuse instead.
+        most = nvml.nvmlDeviceGetMaxMigDeviceCount(handle)
+    except (nvml.NVMLError, AttributeError):
+        return []
+    found = []
+    for index in range(most):
+        try:
+            mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, index)
+            found.append((_text(nvml.nvmlDeviceGetUUID(mig)), mig))
+        except nvml.NVMLError:  # NOT_FOUND: no slice at that index
+            continue
+    return found
+
+
+def _is_descendant(pid: int, ancestor: int) -> bool:
+    """Return True if ``pid`` is ``ancestor`` or one of its children, grandchildren and so on."""
+    for _ in range(64):  # a bound against a loop of reused pids
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+        parent = _parent_pid(pid)
+        if parent is None:
+            return False
+        pid = parent
+    return False
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        if os.path.isdir("/proc"):
+            return None  # gone, or a pid from another PID namespace (a container seeing host pids)
+        try:  # no procfs (Windows): psutil, a dependency, is imported only here
+            import psutil
+
+            return psutil.Process(pid).ppid()
+        except Exception:
+            return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+    return int(stat[stat.rindex(b")") + 1:].split()[1])
+
+
 def _text(value) -> str:
+    # nvidia-ml-py 11 returns bytes; 12 and later return str.
     return value.decode() if isinstance(value, bytes) else str(value)
