@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -9,65 +10,93 @@ from datetime import datetime, timezone
 
 from .measurement import Measurement
 from .sampler import Sampler
-from .sources.base import NAN, Source
+from .sources.base import Source
 
-# The power history is kept in memory: an hour at 4 Hz is 14,400 samples (a few MB); beyond
-# this many, older samples are dropped whatever history_s asks for.
-MAX_SAMPLES = 20_000
+EMPTY: frozenset = frozenset()
 
 
 @dataclass(slots=True)
 class Reading:
-    """Every counter at one moment: perf_counter time, wall-clock time, joules per component,
-    names, and how many component failures the meter had logged by then.
+    """Every counter at one moment: a window's start or stop.
 
-    A window is two readings, its start and its stop; windows are independent, so they nest.
+    ``t`` is perf_counter time, uncertain by half of ``spread_s`` (how long the reads took);
+    ``values`` are joules per component; ``variation`` the polled sources' running
+    |ΔP|·Δt/2 (see PowerIntegral); ``events`` how many failures and sharing spells the
+    sampler had logged by then, and ``shared`` the components shared with other processes
+    at that moment. A window is two readings; windows are independent, so they nest.
     """
 
     t: float
     wall: float
     values: list[float]
-    faults: int
+    events: int
     components: tuple[str, ...]
-    spread_s: float = 0.0  # how long the reads took: t is uncertain by half of it
+    spread_s: float = 0.0
+    variation: list[float] | None = None
+    shared: frozenset = EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What the sources are, per component; replaced whole when sources are added."""
+
+    sources: tuple[Source, ...] = ()
+    components: tuple[str, ...] = ()
+    period_s: tuple[float, ...] = ()
+    power_error_w: tuple[float, ...] = ()
+    estimated: tuple[bool, ...] = ()
+    polled: bool = False
 
 
 class Meter:
     """Own the sources and the sampler; open and close measurement windows.
 
-    ``begin()``/``end()`` read the counters themselves, so a window's edges are exact and
-    never wait for a sampler tick. Sources may be added later (GPUs are found on the
-    sampler thread, because loading NVML is slow); a window only reports the components
-    that existed when it began.
+    ``begin()``/``end()`` read the counters themselves, so a window's edges are exact; they
+    take no lock and never wait for the sampler, whose reads run at the same time on its own
+    thread. Sources may be added later (GPUs are found on the sampler thread, because loading
+    NVML is slow); a window only reports the components that existed when it began.
+
+    The sampler's reads also keep a log of events per component: a failure (a read that gave
+    NaN), or the start of a spell where other processes share the device. A window that saw
+    a failure leaves that component out; one that saw sharing says so.
     """
 
     def __init__(self, sources: list[Source] = (), sample_interval_s: float = 0.25, history_s: float = 3600.0):
-        self._lock = threading.Lock()
-        self.sources: list[Source] = []
-        self.components: tuple[str, ...] = ()
-        self._readers: list = []
-        self._fault_log: list[int] = []  # component index, once each time one starts failing
+        self._add_lock = threading.Lock()
+        self._layout = _Layout()
+        self._events: list[tuple[str, int]] = []  # ("failed" | "shared", component index)
         self._failing: set[int] = set()
+        self._shared_now: frozenset = EMPTY
         self._ready = threading.Event()
         self._ready.set()
         self.detection = None  # what found the sources, and why others are missing (set by its owner)
-        capacity = min(MAX_SAMPLES, max(1, int(history_s / sample_interval_s)))
-        self.sampler = Sampler(self.read, sample_interval_s, capacity)
+        self.sampler = Sampler(self.read, sample_interval_s, history_s, caps=self._model_caps)
         self.add_sources(sources)
 
-    def add_sources(self, sources: list[Source]) -> None:
-        with self._lock:
-            self.sources += sources
-            self.components = tuple(c for s in self.sources for c in s.components)
-            self._readers = [s.read for s in self.sources]
-            self._period = tuple(p for s in self.sources for p in s.update_period_s)
-            self._power_error = tuple(e for s in self.sources for e in s.power_error_w)
-            self._estimated = tuple(s.estimated for s in self.sources for _ in s.components)
+    @property
+    def sources(self) -> list[Source]:
+        return list(self._layout.sources)
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return self._layout.components
 
     @property
     def estimated_flags(self) -> tuple[bool, ...]:
         """Return, per component, whether it is modelled rather than measured."""
-        return self._estimated
+        return self._layout.estimated
+
+    def add_sources(self, sources: list[Source]) -> None:
+        with self._add_lock:
+            all_sources = self._layout.sources + tuple(sources)
+            self._layout = _Layout(
+                all_sources,
+                tuple(c for s in all_sources for c in s.components),
+                tuple(p for s in all_sources for p in s.update_period_s),
+                tuple(e for s in all_sources for e in s.power_error_w),
+                tuple(s.estimated for s in all_sources for _ in s.components),
+                any(s.polled for s in all_sources),
+            )
 
     def start(self, late_setup=None) -> None:
         """Start the sampler; ``late_setup()`` runs on its thread and returns sources to add.
@@ -90,39 +119,75 @@ class Meter:
     def close(self) -> None:
         self.sampler.stop()
         self.wait_ready()
-        with self._lock:
-            for source in self.sources:
-                source.close()
-            self.sources, self._readers = [], []
+        with self._add_lock:
+            layout, self._layout = self._layout, _Layout()
+        for source in layout.sources:
+            source.close()
 
     def read(self) -> tuple[float, list[float], tuple[str, ...]]:
-        """Return (perf_counter time, cumulative joules per component, component names)."""
-        with self._lock:
-            return self._read_locked(False)[:3]
+        """Read every source as the sampler does; return (perf_counter time, joules per component, names).
 
-    def snapshot(self) -> Reading:
-        """Return every counter now, as a window's edge (the start or the stop)."""
-        wall = time.time()
-        with self._lock:
-            t, values, components, spread = self._read_locked(True)
-            return Reading(t, wall, values, len(self._fault_log), components, spread)
-
-    def _read_locked(self, edge: bool):
+        Only the sampler thread may call this: its reads move the sources' state, and it keeps
+        the log of failures and sharing.
+        """
+        layout = self._layout
         before = time.perf_counter()
         values = []
-        for read in self._readers:
-            values += read(edge)
+        for source in layout.sources:
+            values += source.read(False)
         after = time.perf_counter()
-        t = (before + after) / 2  # the reads' moment, within half their spread even if we were preempted
-        # Sources mark a failed read with this very NAN object, so `in` finds it by identity.
-        if NAN in values or self._failing:
-            for i, value in enumerate(values):
-                if value is not NAN:
-                    self._failing.discard(i)
-                elif i not in self._failing:  # log each spell of failure once
-                    self._failing.add(i)
-                    self._fault_log.append(i)
-        return t, values, self.components, after - before
+        self._log_failures(values)
+        self._log_sharing(layout)
+        return (before + after) / 2, values, layout.components
+
+    def snapshot(self) -> Reading:
+        """Return every counter now, as a window's edge (the start or the stop); any thread, no lock."""
+        layout, events, shared = self._layout, len(self._events), self._shared_now
+        wall = time.time()
+        before = time.perf_counter()
+        values = []
+        variation = None
+        if layout.polled:
+            variation = []
+            for source in layout.sources:
+                joules, varied = source.read_polled(True)
+                values += joules
+                variation += varied
+        else:
+            for source in layout.sources:
+                values += source.read(True)
+        after = time.perf_counter()
+        return Reading((before + after) / 2, wall, values, events, layout.components, after - before, variation, shared)
+
+    def _log_failures(self, values: list[float]) -> None:
+        if not self._failing and not any(v != v for v in values):
+            return
+        for i, value in enumerate(values):
+            if value == value:
+                self._failing.discard(i)
+            elif i not in self._failing:  # log each spell of failure once
+                self._failing.add(i)
+                self._events.append(("failed", i))
+
+    def _log_sharing(self, layout: _Layout) -> None:
+        shared, offset = set(), 0
+        for source in layout.sources:
+            sharing = getattr(source, "sharing", None)
+            if sharing is not None:
+                shared.update(offset + i for i, others in enumerate(sharing()) if others)
+            offset += len(source.components)
+        if shared != self._shared_now:
+            for i in shared - self._shared_now:
+                self._events.append(("shared", i))
+            self._shared_now = frozenset(shared)
+
+    def _model_caps(self, components) -> tuple[float, ...]:
+        """Return the most watts each component may show: the model's maximum for estimates."""
+        caps = []
+        for source in self._layout.sources:
+            limits = source.max_power_w if source.estimated else ()
+            caps += [limits[i] if i < len(limits) else math.inf for i in range(len(source.components))]
+        return tuple(caps) if len(caps) == len(components) else (math.inf,) * len(components)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until sources found on the sampler thread (GPUs) have been added."""
@@ -138,31 +203,45 @@ class Meter:
         return self.measurement(start, self.snapshot())
 
     def measurement(self, start: Reading, stop: Reading) -> Measurement:
-        """Return the Measurement of the window from ``start`` to ``stop`` (later, on any thread, is fine)."""
+        """Return the Measurement of the window from ``start`` to ``stop`` (later, on any thread, is fine).
+
+        Counters: each edge may miss up to one update period of energy, at the highest power
+        the component showed around the window. Polled power: how much the power moved between
+        the polls inside the window (PowerIntegral), plus the sensor's stated error. Models carry
+        no bound, and are capped at the model's maximum power for the window's length.
+        """
         duration = stop.t - start.t
-        recent, peak = self.sampler.window_stats(start.t, stop.t)
-        recent_w = recent.watts if recent is not None and recent.components == stop.components else None
-        names, estimated_flags = stop.components, self._estimated
+        layout = self._layout
+        peak, highest = self.sampler.window_stats(start.t, stop.t)
+        if highest is not None and len(highest) < len(start.values):
+            highest = None
         edge_spread = (start.spread_s + stop.spread_s) / 2  # a preempted read blurs its edge's time
-        failed_reads = set(self._fault_log[start.faults : stop.faults]) if stop.faults != start.faults else ()
+        failed_here, shared = set(), set(start.shared) | set(stop.shared)
+        for kind, i in self._events[start.events : stop.events]:
+            (failed_here if kind == "failed" else shared).add(i)
+        caps = self._model_caps(layout.components) if any(layout.estimated) else ()
+        names = stop.components
         parts, estimated, failed = {}, [], []
         energy = uncertainty = 0.0
         for i in range(len(start.values)):
             joules = stop.values[i] - start.values[i]
-            if joules != joules or i in failed_reads:
+            if joules != joules or i in failed_here:
                 failed.append(names[i])
                 continue
+            if layout.estimated[i]:
+                joules = min(joules, caps[i] * duration) if duration > 0 else 0.0
+                estimated.append(names[i])
+            else:
+                watts = joules / duration if duration > 0 else 0.0
+                if highest is not None and highest[i] > watts:
+                    watts = highest[i]
+                if start.variation is not None and stop.variation is not None and layout.power_error_w[i] > 0:
+                    varied = stop.variation[i] - start.variation[i]
+                    uncertainty += varied + layout.power_error_w[i] * duration + watts * edge_spread
+                else:
+                    uncertainty += watts * (layout.period_s[i] + edge_spread)
             parts[names[i]] = joules
             energy += joules
-            if estimated_flags[i]:
-                estimated.append(names[i])
-                continue
-            # A counter read just after a tick and just before one misses up to one
-            # update period of energy at either edge; sensors add their stated error.
-            watts = joules / duration if duration > 0 else 0.0
-            if recent_w is not None and recent_w[i] > watts:
-                watts = recent_w[i]
-            uncertainty += watts * (self._period[i] + edge_spread) + self._power_error[i] * duration
         average = energy / duration if duration > 0 else 0.0
         return Measurement(
             started_at=datetime.fromtimestamp(start.wall, timezone.utc),
@@ -171,8 +250,9 @@ class Meter:
             components=parts,
             estimated=bool(estimated),
             avg_power_w=average,
-            peak_power_w=peak if peak > average else average,
+            peak_power_w=peak if peak is not None else average,
             uncertainty_j=uncertainty,
             estimated_components=tuple(estimated),
             failed_components=tuple(failed),
+            **({"shared_components": tuple(names[i] for i in sorted(shared) if i < len(start.values))} if shared else {}),
         )

@@ -1,18 +1,26 @@
 """One long-lived thread that reads every source at a steady rate.
 
 Each tick turns the energy since the previous tick into watts per component and keeps
-them in a bounded ring buffer (the live view, peak power). Reading often is also what keeps
-wrapping RAPL counters exact and what integrates GPUs that only report power.
+them in a ring that holds ``history_s`` seconds (the live view, peak power). Reading often
+is also what keeps wrapping RAPL counters exact and what integrates GPUs that only report
+power.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
 from .notices import notice
+
+# The ring never holds more samples than this (each is a few hundred bytes). When the
+# interval is short against history_s, consecutive samples are merged so that the ring
+# still reaches history_s back.
+MAX_SAMPLES = 20_000
+DEFAULT_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,21 +35,32 @@ class Sample:
 
 
 class Sampler:
-    """Call ``read()`` every ``interval_s`` on one daemon thread; keep the last ``capacity`` samples.
+    """Call ``read()`` every ``interval_s`` on one daemon thread; keep ``history_s`` of samples.
 
     ``read`` returns (perf_counter time, cumulative joules per component, component names).
-    ``listeners`` are called with each new Sample from the sampler thread.
+    ``caps(components)``, when given, returns the most watts each component may show (models
+    are capped at their maximum). ``listeners`` are called with each new Sample from the
+    sampler thread; each is guarded on its own, so one failing does not skip the others.
     """
 
-    def __init__(self, read: Callable, interval_s: float = 0.25, capacity: int = 14400):
+    def __init__(self, read: Callable, interval_s: float = DEFAULT_INTERVAL_S, history_s: float = 3600.0,
+                 caps: Callable | None = None):
         self.interval_s = interval_s
-        self.samples: deque[Sample] = deque(maxlen=capacity)
+        self.history_s = history_s
+        self.samples: deque[Sample] = deque(maxlen=MAX_SAMPLES)
         self.listeners: list[Callable[[Sample], None]] = []
         self._read = read
+        self._caps = caps
+        self._cap_w = None  # (components, caps), worked out on the first tick
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._previous = None
         self._thread = None
+
+    @property
+    def _merge_below_s(self) -> float:
+        """Samples shorter than this are merged, so MAX_SAMPLES of them span history_s."""
+        return self.history_s / MAX_SAMPLES
 
     def start(self, first: Callable[[], None] | None = None) -> None:
         """Start the thread; ``first`` runs on it before the first tick (slow set-up off the main thread)."""
@@ -69,7 +88,10 @@ class Sampler:
                 self.tick()
             except Exception as error:
                 notice("sampler-tick", f"sampler could not read the sources: {error!r}")
-            if self._stop.wait(self.interval_s):
+            interval = self.interval_s
+            if not (isinstance(interval, (int, float)) and math.isfinite(interval) and interval > 0):
+                interval = DEFAULT_INTERVAL_S  # settings refuse such values; never spin if one slips by
+            if self._stop.wait(interval):
                 return
 
     def tick(self) -> Sample | None:
@@ -79,26 +101,57 @@ class Sampler:
         if previous is None or previous[2] != components or t <= previous[0]:
             return None
         span = t - previous[0]
-        watts = tuple((now - then) / span for now, then in zip(values, previous[1]))
-        total = sum(w for w in watts if w == w)
-        sample = Sample(previous[0], t, components, watts, total)
-        with self._lock:
-            self.samples.append(sample)
-        for listener in self.listeners:
-            listener(sample)
+        watts = tuple(min((now - then) / span, cap) for now, then, cap in zip(values, previous[1], self._caps_for(components)))
+        sample = Sample(previous[0], t, components, watts, sum(w for w in watts if w == w))
+        self._keep(sample)
+        for listener in list(self.listeners):
+            try:
+                listener(sample)
+            except Exception as error:
+                name = getattr(listener, "__qualname__", repr(listener))
+                notice(f"listener-{name}", f"{name} failed on a power sample ({error!r}); the others carry on")
         return sample
 
-    def window_stats(self, t0: float, t1: float) -> tuple[Sample | None, float]:
-        """Return (the newest sample that ended by t1, the highest total power of samples inside [t0, t1] or 0.0)."""
-        recent, peak = None, 0.0
+    def _caps_for(self, components) -> tuple[float, ...]:
+        if self._cap_w is None or self._cap_w[0] != components:
+            caps = tuple(self._caps(components)) if self._caps is not None else ()
+            self._cap_w = (components, caps if len(caps) == len(components) else (math.inf,) * len(components))
+        return self._cap_w[1]
+
+    def _keep(self, sample: Sample) -> None:
+        with self._lock:
+            samples = self.samples
+            last = samples[-1] if samples else None
+            if (last is not None and last.t1 - last.t0 < self._merge_below_s and last.t1 == sample.t0
+                    and last.components == sample.components):
+                samples[-1] = _merged(last, sample)
+            else:
+                samples.append(sample)
+            oldest = sample.t1 - self.history_s
+            while samples and samples[0].t1 < oldest:
+                samples.popleft()
+
+    def window_stats(self, t0: float, t1: float) -> tuple[float | None, tuple[float, ...] | None]:
+        """Return (the highest total power, the highest power per component) of the samples that
+        overlap [t0, t1]; (None, None) when none does yet."""
+        peak, highest = None, None
         with self._lock:
             for sample in reversed(self.samples):
-                if sample.t1 > t1:
+                if sample.t0 >= t1:
                     continue
-                if recent is None:
-                    recent = sample
-                if sample.t0 < t0:
+                if sample.t1 <= t0:
                     break
-                if sample.total_w > peak:
+                if peak is None or sample.total_w > peak:
                     peak = sample.total_w
-        return recent, peak
+                if highest is None:
+                    highest = sample.watts
+                elif len(highest) == len(sample.watts):
+                    highest = tuple(a if a >= b or b != b else b for a, b in zip(highest, sample.watts))
+        return peak, highest
+
+
+def _merged(a: Sample, b: Sample) -> Sample:
+    """Return one sample spanning two contiguous ones (energy-weighted average power)."""
+    da, db = a.t1 - a.t0, b.t1 - b.t0
+    watts = tuple((x * da + y * db) / (da + db) for x, y in zip(a.watts, b.watts))
+    return Sample(a.t0, b.t1, a.components, watts, sum(w for w in watts if w == w))

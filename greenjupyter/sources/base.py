@@ -2,34 +2,51 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 NAN = float("nan")
+# A component's power may be at most this much above its sustained limit (turbo and
+# short-term limits reach about 1.25-2x), and the counters move in steps of up to this long:
+# a step beyond that is no real reading.
+PLAUSIBLE_OVER_LIMIT = 2.0
+STEP_SLACK_S = 0.01
 
 
 class Source:
     """Report cumulative energy, in joules, for each of a few components.
 
     ``read(edge)`` returns one float per entry of ``components``: joules since the source was
-    opened, never decreasing, or NaN for a component that could not be read this time.
-    Callers take differences between two reads. Reads may come from two threads, but
-    never at once (the meter holds a lock around them).
+    opened, or NaN for a component that could not be read (or read something that cannot be
+    true) this time. Callers take differences between two reads. The sampler thread calls
+    ``read(False)``; window edges call ``read(True)`` from any thread at the same time, so an
+    edge read must not change state the sampler relies on.
 
-    Per component, ``update_period_s`` is how often the underlying figure changes and
-    ``power_error_w`` the sensor's stated accuracy when energy is integrated from power;
-    the meter turns both into an uncertainty. ``estimated`` is True for models.
+    Per component, ``update_period_s`` is how often the underlying figure changes,
+    ``power_error_w`` the sensor's stated accuracy when energy is integrated from power, and
+    ``max_power_w`` the most it can draw (models are capped at it; a counter step above it
+    is refused). ``estimated`` is True for models. Sources with ``polled`` True integrate
+    polled power and also give, through ``read_polled``, how much the power varied between
+    their polls (see PowerIntegral).
     """
 
     kind = "source"
     estimated = False
+    polled = False
     components: tuple[str, ...] = ()
     update_period_s: tuple[float, ...] = ()
     power_error_w: tuple[float, ...] = ()
+    max_power_w: tuple[float, ...] = ()
 
     def read(self, edge: bool = False) -> list[float]:
-        """Return cumulative joules per component. ``edge`` is True at a window's edge, where a
-        source may answer from its last poll when a fresh one adds no exactness (polled power)."""
+        """Return cumulative joules per component."""
         raise NotImplementedError
+
+    def read_polled(self, edge: bool = False) -> tuple[list[float], list[float]]:
+        """Return (cumulative joules, cumulative power variation in joules) per component."""
+        values = self.read(edge)
+        return values, [0.0] * len(values)
 
     def describe(self) -> list[str]:
         """Return one line per component saying what is read and how."""
@@ -49,31 +66,54 @@ class Unavailable:
 
 
 class PowerIntegral:
-    """Energy from polled power: trapezoids between polls; past the last poll, its power held.
+    """Energy from polled power, by the trapezoid rule through every poll, from any thread.
 
-    Polls come from the sampler; window edges ask ``at(t)`` instead of polling again.
+    Every poll, the sampler's and each window edge's, becomes a node of one piecewise-linear
+    power curve, and each value returned lies on the energy curve under it. That curve never
+    falls, so no window between two values can be negative, and a value once returned is
+    never revised. Nodes are timed under the lock, so they always arrive in order.
+
+    ``poll`` also returns the running sum of |ΔP|·Δt/2 over the polls: if power moved
+    monotonically between two polls, the trapezoid is off by at most that much there, so
+    its growth across a window bounds the window's integration error.
     """
 
-    __slots__ = ("joules", "_t", "_watts")
+    __slots__ = ("_lock", "_node", "_gap")
 
     def __init__(self):
-        self.joules = 0.0
-        self._t = None
-        self._watts = 0.0
+        self._lock = threading.Lock()  # held for a few float operations, never across a read
+        self._node = None  # (t, watts, joules, variation) of the newest poll
+        self._gap = False
 
     @property
     def polled(self) -> bool:
-        return self._t is not None
+        return self._node is not None
 
-    def poll(self, t: float, watts: float) -> float:
-        if self._t is not None:
-            self.joules += (t - self._t) * (self._watts + watts) / 2
-        self._t, self._watts = t, watts
-        return self.joules
+    def poll(self, watts: float, t: float | None = None) -> tuple[float, float]:
+        """Add the power ``watts`` just read; return (joules, variation) at that moment.
 
-    def at(self, t: float) -> float:
-        return self.joules + (t - self._t) * self._watts if self._t is not None else self.joules
+        ``t`` (perf_counter seconds) defaults to now, taken under the lock; an earlier time
+        than the newest node's counts as that node's.
+        """
+        with self._lock:
+            now = time.perf_counter() if t is None else t
+            node = self._node
+            if node is None:
+                self._node = (now, watts, 0.0, 0.0)
+                return 0.0, 0.0
+            t0, w0, j0, v0 = node
+            if now < t0:
+                now = t0
+            if self._gap:  # no energy across a gap in the readings: the curve starts again here
+                self._gap = False
+                self._node = (now, watts, j0, v0)
+                return j0, v0
+            joules = j0 + (now - t0) * (w0 + watts) / 2
+            variation = v0 + abs(watts - w0) * (now - t0) / 2
+            self._node = (now, watts, joules, variation)
+            return joules, variation
 
     def restart(self) -> None:
-        """Forget the last poll, so that no energy is integrated across a gap in the readings."""
-        self._t = None
+        """Integrate nothing between the last poll and the next, across a gap in the readings."""
+        with self._lock:
+            self._gap = True

@@ -6,6 +6,9 @@ under a hypervisor (where the VM's thread count says nothing of the chip's) or f
 unknown model it is a per-vCPU figure from Cloud Carbon Footprint.
 Memory: resident set size times watts per GB (Green Algorithms).
 Both describe the kernel's own share, not the whole machine, and are labelled estimated.
+The CPU model's maximum is its watts times the CPUs this process may run on; the meter
+caps a window's estimate there (the children's CPU time arrives in 10 ms ticks, which in a
+window of a few milliseconds would read as more CPUs than the machine has).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class EstimateSource(Source):
 
     kind = "estimate"
     estimated = True
+    polled = True
 
     def __init__(self, cpu: bool = True, memory: bool = True, cpu_info: CpuInfo | None = None):
         self._models = load_models()
@@ -61,20 +65,32 @@ class EstimateSource(Source):
         watts = tdp / info.threads_per_package
         return watts, f"{watts:.2f} W per busy thread (TDP {tdp:g} W of {name} / {info.threads_per_package} threads)"
 
+    @cached_property
+    def max_power_w(self) -> tuple[float, ...]:
+        """Return the model's most per component: every CPU this process may use busy; all of RAM."""
+        out = ()
+        if self._want_cpu:
+            out += (self.cpu_watts[0] * _usable_cpus(),)
+        if self._want_memory:
+            out += (_total_ram_bytes() * self._ram_w_per_byte,)
+        return out
+
     def read(self, edge: bool = False) -> list[float]:
-        out = []
+        return self.read_polled(edge)[0]
+
+    def read_polled(self, edge: bool = False) -> tuple[list[float], list[float]]:
+        out, variation = [], []
         if self._want_cpu:
             # process_time is high resolution; os.times adds reaped children (10 ms ticks).
             children = os.times()
             seconds = time.process_time() + children.children_user + children.children_system
             out.append(seconds * self.cpu_watts[0])
+            variation.append(0.0)
         if self._want_memory:
-            now = time.perf_counter()
-            if edge and self._ram.polled:  # resident size moves slowly: the sampler's polls suffice
-                out.append(self._ram.at(now))
-            else:
-                out.append(self._ram.poll(now, self._rss_bytes() * self._ram_w_per_byte))
-        return out
+            joules, varied = self._ram.poll(self._rss_bytes() * self._ram_w_per_byte)
+            out.append(joules)
+            variation.append(varied)
+        return out, variation
 
     def _rss_bytes(self) -> int:
         if self._statm is not None:
@@ -96,6 +112,20 @@ class EstimateSource(Source):
         if self._statm is not None:
             os.close(self._statm)
             self._statm = None
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _total_ram_bytes() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return float("inf")
 
 
 def _open_statm():

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import time
 from dataclasses import dataclass
 
 from ..errors import SourceUnavailable
-from .base import NAN, Source
+from .base import NAN, PLAUSIBLE_OVER_LIMIT, STEP_SLACK_S, Source
 
 ZONE_NAME = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
 # RAPL's hardware updates the energy status registers about once a millisecond.
 UPDATE_PERIOD_S = 0.001
+# Where a zone states no power limit: more than any package or DRAM zone draws (the largest
+# server CPUs are rated 500 W), far less than the jump a reset counter reads as a wrap.
+FALLBACK_MAX_POWER_W = 1500.0
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,7 @@ class Zone:
     path: str
     component: str
     max_energy_range_uj: int
+    max_power_w: float = FALLBACK_MAX_POWER_W
 
 
 def find_zones(root: str) -> tuple[list[Zone], list[str]]:
@@ -61,7 +67,7 @@ def find_zones(root: str) -> tuple[list[Zone], list[str]]:
         if max_range is None or not max_range.isdigit() or int(max_range) <= 0:
             notes.append(f"{entry} ({name}): no usable max_energy_range_uj, left out")
             continue
-        zones.append(Zone(path, component, int(max_range)))
+        zones.append(Zone(path, component, int(max_range), _plausible_power_w(path)))
     if not zones:
         raise SourceUnavailable(f"no RAPL package or DRAM zones under {root}")
     return zones, notes
@@ -70,16 +76,23 @@ def find_zones(root: str) -> tuple[list[Zone], list[str]]:
 class RaplSource(Source):
     """Read RAPL ``energy_uj`` counters, unwrapping them with ``max_energy_range_uj``.
 
-    Files stay open and are read with ``pread``. A counter that wraps more than once
-    between two reads loses energy, so the sampler must read well within a wrap period
-    (minutes at real power levels).
+    Files stay open and are read with ``pread``. The sampler's reads move the state (the last
+    raw value per zone and the total before it); an edge read only adds its step to that
+    state, so edges never wait for the sampler and never disturb it. A counter that wraps more
+    than once between two sampler reads loses energy, so the sampler must read well within a
+    wrap period (minutes at real power levels).
+
+    A counter that went backwards is a wrap only if the energy that implies is one the zone
+    could draw in the time since the last read; otherwise the counter was reset (suspend and
+    resume, a driver reload). Such a step, or any step above the zone's plausible power, reads
+    as NaN; the sampler then starts again from the new value, so later windows are exact.
     """
 
     kind = "rapl"
 
     def __init__(self, zones: list[Zone], notes: list[str] = ()):
         self.notes = list(notes)
-        self.zones, self._fds, self._last = [], [], []
+        self.zones, self._fds, raws = [], [], []
         for zone in zones:
             try:
                 fd = os.open(os.path.join(zone.path, "energy_uj"), os.O_RDONLY)
@@ -94,7 +107,7 @@ class RaplSource(Source):
                 self.notes.append(f"{os.path.basename(zone.path)}: cannot open energy_uj ({error.strerror}), left out")
                 continue
             try:
-                self._last.append(int(os.pread(fd, 32, 0)))
+                raws.append(int(os.pread(fd, 32, 0)))
             except (OSError, ValueError) as error:
                 os.close(fd)
                 self.notes.append(f"{os.path.basename(zone.path)}: unreadable energy_uj ({error}), left out")
@@ -106,28 +119,48 @@ class RaplSource(Source):
         self.components = tuple(z.component for z in self.zones)
         self.update_period_s = (UPDATE_PERIOD_S,) * len(self.zones)
         self.power_error_w = (0.0,) * len(self.zones)
+        self.max_power_w = tuple(z.max_power_w for z in self.zones)
         self._ranges = [z.max_energy_range_uj for z in self.zones]
-        self._total_uj = [0] * len(self.zones)
+        self._max_uj_per_s = [w * 1e6 for w in self.max_power_w]
+        self.resets = [0] * len(self.zones)
+        # (perf_counter time, raw counter values, microjoules counted before them): replaced
+        # whole by the sampler, so an edge on another thread always sees one consistent state.
+        self._state = (time.perf_counter(), raws, [0] * len(self.zones))
 
     def read(self, edge: bool = False) -> list[float]:
+        t = time.perf_counter()
+        then, raws, totals = self._state
+        elapsed = t - then + STEP_SLACK_S
+        ranges, max_rates = self._ranges, self._max_uj_per_s
         out = []
-        last, ranges, totals = self._last, self._ranges, self._total_uj
+        new_raws, new_totals = list(raws), list(totals)
         for i, fd in enumerate(self._fds):
             try:
                 raw = int(os.pread(fd, 32, 0))
             except (OSError, ValueError):
                 out.append(NAN)
                 continue
-            step = raw - last[i]
-            if step < 0:  # the counter wrapped
+            step = raw - raws[i]
+            if step < 0:  # wrapped, or reset
                 step += ranges[i]
-            last[i] = raw
-            totals[i] = total = totals[i] + step
-            out.append(total * 1e-6)
+            if step > max_rates[i] * elapsed:  # no real zone draws this: the counter was reset
+                out.append(NAN)
+                if not edge:
+                    new_raws[i] = raw  # start again from here; the energy before is unknown
+                    self.resets[i] += 1
+                continue
+            out.append((totals[i] + step) * 1e-6)
+            new_raws[i], new_totals[i] = raw, totals[i] + step
+        if not edge:
+            self._state = (t, new_raws, new_totals)
         return out
 
     def describe(self) -> list[str]:
-        return [f"{z.component}: RAPL counter {z.path}/energy_uj" for z in self.zones]
+        lines = []
+        for zone, resets in zip(self.zones, self.resets):
+            reset = f"; reset {resets} time(s), the windows that saw it are marked failed" if resets else ""
+            lines.append(f"{zone.component}: RAPL counter {zone.path}/energy_uj{reset}")
+        return lines
 
     def close(self) -> None:
         for fd in self._fds:
@@ -146,6 +179,16 @@ def _grant_hint(root: str) -> str:
         f"sudo chmod a+r {root}/intel-rapl:*/energy_uj {root}/intel-rapl:*:*/energy_uj"
         "  (until reboot; a udev rule makes it last)"
     )
+
+
+def _plausible_power_w(zone_path: str) -> float:
+    """Return the most a zone can draw: twice its highest stated power limit, else a fallback."""
+    limits = []
+    for path in glob.glob(os.path.join(zone_path, "constraint_*_max_power_uw")):
+        text = _read_text(path)
+        if text and text.isdigit() and int(text) > 0:
+            limits.append(int(text) * 1e-6)
+    return PLAUSIBLE_OVER_LIMIT * max(limits) if limits else FALLBACK_MAX_POWER_W
 
 
 def _read_text(path: str):

@@ -1,20 +1,26 @@
 """A Linux powercap tree under a temp dir, faithful to the kernel's files.
 
-Each zone has ``name``, ``energy_uj`` and ``max_energy_range_uj``. With ``start()`` a separate
-process (like the hardware, it does not share our GIL) advances every counter in real time
-at the zone's wattage, once per ``period_s`` (RAPL updates about every millisecond), wrapping
-at ``max_energy_range_uj``. Without it, tests set counter values by hand with ``write()``.
+Each zone has ``name``, ``energy_uj``, ``max_energy_range_uj`` and, when given, a
+``constraint_0_max_power_uw``. With ``start()`` a separate process (like the hardware, it does
+not share our GIL) advances every counter in real time at the zone's wattage (a number or a
+Schedule: power that changes), once per ``period_s`` (RAPL updates about every millisecond),
+wrapping at ``max_energy_range_uj``. ``reset()`` makes it restart every counter from zero, as
+suspend/resume or a driver reload does. Without it, tests set counter values by hand with ``write()``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script, it still finds tests.fakes
+from tests.fakes.schedule import Schedule  # noqa: E402
 
 # Two Intel sockets with DRAM subzones, as a two-socket server shows them.
 SERVER = [
@@ -30,9 +36,14 @@ REAL_RANGE_UJ = 262143328850  # a common real max_energy_range_uj
 class FakeZone:
     entry: str
     name: str
-    watts: float
+    watts: float | Schedule
     max_range_uj: int = REAL_RANGE_UJ
     start_uj: int = 0
+    max_power_uw: int | None = None  # written as constraint_0_max_power_uw when given
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.watts if isinstance(self.watts, Schedule) else Schedule.constant(self.watts)
 
 
 class FakePowercap:
@@ -41,11 +52,15 @@ class FakePowercap:
         self.zones = [z if isinstance(z, FakeZone) else FakeZone(*z) for z in zones]
         self.period_s = period_s
         self._writer = None
+        self.t0 = None  # the writer's start, on the monotonic clock perf_counter shares
+        self.resets: list[float] = []  # when reset() was asked, same clock
         for zone in self.zones:
             path = self.root / zone.entry
             path.mkdir(parents=True, exist_ok=True)
             (path / "name").write_text(zone.name + "\n")
             (path / "max_energy_range_uj").write_text(f"{zone.max_range_uj}\n")
+            if zone.max_power_uw is not None:
+                (path / "constraint_0_max_power_uw").write_text(f"{zone.max_power_uw}\n")
             self.write(zone.entry, zone.start_uj)
         # The control-type directory real trees have beside the zones; it must be ignored.
         (self.root / "intel-rapl").mkdir(exist_ok=True)
@@ -62,16 +77,25 @@ class FakePowercap:
     def total_watts(self, names=("package", "dram")) -> float:
         return sum(z.watts for z in self.zones if z.name.startswith(names))
 
+    def truth(self, t0: float, t1: float, names=("package", "dram")) -> float:
+        """Return the exact joules the running writer's zones drew between two perf_counter times."""
+        return sum(z.schedule.energy(t0 - self.t0, t1 - self.t0) for z in self.zones if z.name.startswith(names))
+
     def start(self) -> "FakePowercap":
         spec = [
-            [str(self.root / z.entry / "energy_uj"), z.watts, z.max_range_uj, z.start_uj] for z in self.zones
+            [str(self.root / z.entry / "energy_uj"), z.schedule.steps, z.max_range_uj, z.start_uj] for z in self.zones
         ]
         self._writer = subprocess.Popen(
             [sys.executable, __file__, json.dumps(spec), str(self.period_s)],
             stdout=subprocess.PIPE,
         )
-        self._writer.stdout.readline()  # wait until it has written once
+        self.t0 = float(self._writer.stdout.readline().split()[1])  # written once; its clock's origin
         return self
+
+    def reset(self) -> None:
+        """Make the running writer restart every counter from zero (suspend/resume, driver reload)."""
+        self.resets.append(time.monotonic())
+        self._writer.send_signal(signal.SIGUSR1)
 
     def stop(self) -> None:
         if self._writer is not None:
@@ -94,16 +118,26 @@ def _advance(spec: list, period_s: float) -> None:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
     except (AttributeError, PermissionError, OSError):
         pass
-    files = [(os.open(path, os.O_WRONLY), watts, rng, start, len(str(rng))) for path, watts, rng, start in spec]
+    files = [(os.open(path, os.O_WRONLY), Schedule(steps), rng, start, len(str(rng))) for path, steps, rng, start in spec]
+    reset_at = []  # ticks at which the counters restarted from zero
+
+    def on_reset(signum, frame):
+        reset_at.append(tick)
+
+    signal.signal(signal.SIGUSR1, on_reset)
     t0 = time.monotonic()
     tick = 0
     while True:
         elapsed = tick * period_s  # the counter's value at this tick, like the hardware's
-        for fd, watts, rng, start, width in files:
-            value = (start + int(watts * elapsed * 1e6)) % rng
+        since = reset_at[-1] * period_s if reset_at else None
+        for fd, schedule, rng, start, width in files:
+            if since is None:
+                value = (start + int(schedule.cumulative(elapsed) * 1e6)) % rng
+            else:
+                value = int((schedule.cumulative(elapsed) - schedule.cumulative(since)) * 1e6) % rng
             os.pwrite(fd, f"{value:0{width}d}\n".encode(), 0)
         if tick == 0:
-            print("ready", flush=True)
+            print(f"ready {t0!r}", flush=True)
         tick += 1
         delay = t0 + tick * period_s - time.monotonic()
         if delay > 0:
