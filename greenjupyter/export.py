@@ -8,7 +8,7 @@ kWh, powers in W (here the cell's average). Our ``emissions`` is the cell's CO2e
 so it includes the embodied share when one is configured. ``timestamp`` is when the cell
 ended, as CodeCarbon stamps a run when it stops, in ISO 8601 UTC.
 
-JSON: ``{"schema": 1, "generator": "greenjupyter X", "cells": [...]}``, one object per cell
+JSON: ``{"schema": 2, "generator": "greenjupyter X", "cells": [...]}``, one object per cell
 with every CellRecord field and its Measurement's under ``"measurement"``; ``read_json``
 turns it back into CellRecords.
 """
@@ -27,7 +27,8 @@ from functools import cache
 from .errors import ConfigError
 from .measurement import JOULES_PER_KWH, CellRecord, Measurement
 
-SCHEMA = 1
+SCHEMA = 2  # 2 added the measurement's shared_components
+READABLE_SCHEMAS = (1, 2)
 # CodeCarbon 3.3.2's emissions.csv columns that we fill, in its order (EmissionsData's fields).
 CODECARBON_COLUMNS = (
     "timestamp",
@@ -61,6 +62,7 @@ OWN_COLUMNS = (
     "estimated",
     "estimated_components",
     "failed_components",
+    "shared_components",
     "uncertainty_j",
     "peak_power_w",
     "intensity_g_per_kwh",
@@ -110,8 +112,11 @@ def read_json(path_or_file) -> list[CellRecord]:
     else:
         with open(path_or_file, encoding="utf-8") as f:
             document = json.load(f)
-    if document.get("schema") != SCHEMA:
-        raise ConfigError(f"JSON schema {document.get('schema')!r} is not known; this greenjupyter reads schema {SCHEMA}")
+    if document.get("schema") not in READABLE_SCHEMAS:
+        raise ConfigError(
+            f"JSON schema {document.get('schema')!r} is not known; this greenjupyter reads schemas "
+            f"{', '.join(map(str, READABLE_SCHEMAS))}"
+        )
     return [_record_from_dict(cell) for cell in document["cells"]]
 
 
@@ -145,6 +150,7 @@ def csv_row(record: CellRecord) -> dict:
         "estimated": m.estimated,
         "estimated_components": json.dumps(list(m.estimated_components)),
         "failed_components": json.dumps(list(m.failed_components)),
+        "shared_components": json.dumps(list(m.shared_components)),
         "uncertainty_j": m.uncertainty_j,
         "peak_power_w": m.peak_power_w,
         "intensity_g_per_kwh": m.intensity_g_per_kwh,
@@ -166,6 +172,7 @@ def _record_from_dict(cell: dict) -> CellRecord:
     m["started_at"] = datetime.fromisoformat(m["started_at"])
     m["estimated_components"] = tuple(m["estimated_components"])
     m["failed_components"] = tuple(m["failed_components"])
+    m["shared_components"] = tuple(m.get("shared_components", ()))  # absent in schema 1 files
     m = {k: (math.nan if v is None and k in FLOAT_FIELDS else v) for k, v in m.items()}
     return CellRecord(**{k: v for k, v in cell.items() if k != "measurement"}, measurement=Measurement(**m))
 

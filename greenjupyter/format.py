@@ -72,6 +72,10 @@ def _energy_with_uncertainty(m: Measurement) -> str:
     return text
 
 
+# A shared component's figure is its whole device's, other processes' energy included.
+SHARED = "whole device, shared with other processes"
+
+
 def measurement_text(m: Measurement) -> str:
     """Return a two-line summary: totals, then energy by component."""
     head = (
@@ -81,6 +85,8 @@ def measurement_text(m: Measurement) -> str:
     parts = ", ".join(f"{name} {energy(j)}" for name, j in m.components.items())
     if m.failed_components:
         parts += f" · failed: {', '.join(m.failed_components)}"
+    if m.shared_components:
+        parts += f" · {', '.join(m.shared_components)}: {SHARED}"
     lines = [head] + ([f"  {parts}"] if parts else [])
     if m.co2e_g is not None:
         lines.append(f"  {carbon_line(m.co2e_g, m.region, m.intensity_g_per_kwh, m.pue, _units_of(m.region))}")
@@ -158,6 +164,8 @@ def totals_text(totals, grid=None, units: str = "auto") -> str:
         lines.append(f"  {totals.failed_cells} of the cells raised an error (measured all the same)")
     if totals.failed_components:
         lines.append(f"  failed during some cells (missing there): {', '.join(sorted(totals.failed_components))}")
+    if totals.shared_components:
+        lines.append(f"  {SHARED} in some cells: {', '.join(sorted(totals.shared_components))}")
     return "\n".join(lines)
 
 

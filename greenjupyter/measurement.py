@@ -19,8 +19,11 @@ class Measurement:
     ``estimated_components`` names them. ``uncertainty_j`` bounds the error of the measured
     components (counter update period, sensor accuracy); modelled components carry model
     error that no bound is claimed for. ``failed_components`` were lost during the window
-    and are missing from ``energy_j``. ``peak_power_w`` is the highest sampler interval
-    average inside the window (or the window's own average when that is higher).
+    and are missing from ``energy_j``. ``shared_components`` are whole-device figures of a device
+    that other processes used during the window (a GPU shared with other jobs, or a MIG slice's
+    GPU): their energy is in it too, so the kernel's own share is less. ``peak_power_w`` is the
+    highest sampler interval average inside the window (or the window's own average when that
+    is higher).
     The carbon fields stay None until a footprint has been worked out.
     """
 
@@ -34,6 +37,7 @@ class Measurement:
     uncertainty_j: float = 0.0
     estimated_components: tuple[str, ...] = ()
     failed_components: tuple[str, ...] = ()
+    shared_components: tuple[str, ...] = ()
     co2e_g: Optional[float] = None
     intensity_g_per_kwh: Optional[float] = None
     region: Optional[str] = None

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from .measurement import CellRecord, Measurement
 from .notices import notice
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Each entry upgrades the schema from its index to index + 1; never edit one that has shipped.
 MIGRATIONS = (
     """
@@ -53,11 +53,13 @@ MIGRATIONS = (
         hardware TEXT
     )
     """,  # no index: each one costs every cell another page write, and a scan of years of cells is quick
+    # 2: components whose whole-device figure other processes shared (a JSON list, as the other lists)
+    "ALTER TABLE cells ADD COLUMN shared_components TEXT NOT NULL DEFAULT '[]'",
 )
 COLUMNS = (
     "schema_version, session, kernel_id, notebook, execution_count, cell_id, success, error, source_preview, "
     "started_at, duration_s, energy_j, components, estimated, estimated_components, failed_components, "
-    "avg_power_w, peak_power_w, uncertainty_j, co2e_g, intensity_g_per_kwh, region, pue, hardware"
+    "avg_power_w, peak_power_w, uncertainty_j, co2e_g, intensity_g_per_kwh, region, pue, hardware, shared_components"
 )
 INSERT = f"INSERT INTO cells ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(', ')))})"
 BUSY_ERRORS = ("locked", "busy")
@@ -240,13 +242,14 @@ def _row(cell: StoredCell) -> tuple:
         r.error, r.source_preview, _iso(m.started_at), m.duration_s, m.energy_j, json.dumps(dict(m.components)),
         int(m.estimated), json.dumps(m.estimated_components), json.dumps(m.failed_components), m.avg_power_w,
         m.peak_power_w, m.uncertainty_j, m.co2e_g, m.intensity_g_per_kwh, m.region, m.pue, cell.hardware,
+        json.dumps(m.shared_components),
     )
 
 
 def _cell(row) -> StoredCell:
     (_, session, kernel_id, notebook, count, cell_id, success, error, preview, started, duration, energy, parts,
      estimated, estimated_parts, failed_parts, avg_w, peak_w, uncertainty, co2e, intensity, region, pue,
-     hardware) = row
+     hardware, shared_parts) = row
     measurement = Measurement(
         started_at=datetime.fromisoformat(started),
         duration_s=duration,
@@ -258,6 +261,7 @@ def _cell(row) -> StoredCell:
         uncertainty_j=uncertainty,
         estimated_components=tuple(json.loads(estimated_parts)),
         failed_components=tuple(json.loads(failed_parts)),
+        shared_components=tuple(json.loads(shared_parts)),
         co2e_g=co2e,
         intensity_g_per_kwh=intensity,
         region=region,

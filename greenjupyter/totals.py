@@ -19,6 +19,7 @@ class Totals:
     components: dict = field(default_factory=dict)
     estimated_components: set = field(default_factory=set)
     failed_components: set = field(default_factory=set)
+    shared_components: set = field(default_factory=set)  # whole-device figures others shared in some cells
     peak_power_w: float = 0.0
     grids: dict = field(default_factory=dict)  # (region, intensity, pue) -> cells
 
@@ -42,6 +43,8 @@ class Totals:
             self.estimated_components.update(m.estimated_components)
         if m.failed_components:
             self.failed_components.update(m.failed_components)
+        if m.shared_components:
+            self.shared_components.update(m.shared_components)
         if m.peak_power_w > self.peak_power_w:
             self.peak_power_w = m.peak_power_w
         if m.co2e_g is not None:

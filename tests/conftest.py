@@ -39,6 +39,7 @@ def gpus(tmp_path, monkeypatch):
     devices = [fake_pynvml.FakeGpu("NVIDIA H100 80GB HBM3", 300.0), fake_pynvml.FakeGpu("Tesla P100-PCIE-16GB", 150.0, counter=False)]
     module = fake_pynvml.make(devices)
     monkeypatch.setitem(sys.modules, "pynvml", module)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # both GPUs are the kernel's unless a test says
     marker = tmp_path / "nvidiactl"
     marker.write_text("")
     monkeypatch.setattr(nvml_source, "DRIVER_MARKERS", (str(marker),))

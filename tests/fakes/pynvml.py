@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import types
+import uuid as uuid_module
 
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
@@ -43,12 +44,17 @@ class NVMLError(Exception):
 
 
 class FakeGpu:
-    def __init__(self, name="NVIDIA H100 80GB HBM3", watts=300.0, counter=True, counter_period_s=0.02, start_mj=123_456_789):
+    def __init__(self, name="NVIDIA H100 80GB HBM3", watts=300.0, counter=True, counter_period_s=0.02, start_mj=123_456_789,
+                 uuid=None, mig_slices=0):
         self.name, self.watts, self.counter = name, watts, counter
         self.counter_period_s = counter_period_s
         self.start_mj = start_mj
         self.error = None
         self.t0 = time.monotonic()
+        self.uuid = uuid or f"GPU-{uuid_module.uuid4()}"
+        self.mig = [FakeMig(self, i) for i in range(mig_slices)]  # slices, in MIG mode
+        self.processes: list[int] = []  # pids NVML lists as compute processes on this GPU
+        self.graphics_processes: list[int] = []
 
     def fail(self, code=NVML_ERROR_GPU_IS_LOST):
         self.error = code
@@ -126,4 +132,147 @@ def make(gpus, init_error=None) -> types.ModuleType:
     for function in (nvmlInit, nvmlShutdown, nvmlDeviceGetCount, nvmlDeviceGetHandleByIndex, nvmlDeviceGetName,
                      nvmlDeviceGetTotalEnergyConsumption, nvmlDeviceGetPowerUsage):
         setattr(module, function.__name__, function)
+    _add_gpu_identity(module)
     return module
+
+
+# CUDA_VISIBLE_DEVICES, MIG and shared GPUs: UUIDs, MIG slices and process lists, with nvidia-ml-py
+# 12/13's names, return types and errors (checked against nvidia-ml-py 13.615.71's pynvml.py).
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_INSUFFICIENT_SIZE = 7
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
+MAX_MIG_DEVICES = 7  # what nvmlDeviceGetMaxMigDeviceCount says for an A100/H100 in MIG mode
+_MESSAGES.update({
+    NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
+    NVML_ERROR_INSUFFICIENT_SIZE: "Insufficient Size",
+    NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found",
+})
+NOT_A_MIG_INSTANCE = 0xFFFFFFFF  # gpuInstanceId/computeInstanceId of a process outside MIG
+
+
+class NVMLLibraryMismatchError(Exception):
+    """Raised by nvidia-ml-py's unversioned functions when the driver lacks the newest version."""
+
+
+class FakeMig:
+    """One MIG slice of a FakeGpu: its own UUID and processes; no energy or power reading of its own."""
+
+    def __init__(self, parent, index):
+        self.parent, self.index = parent, index
+        self.uuid = f"MIG-{uuid_module.uuid4()}"
+        self.name = f"{parent.name} MIG 1g.10gb"
+        self.processes: list[int] = []
+        self.graphics_processes: list[int] = []
+
+    def _check(self):
+        self.parent._check()
+
+    def energy_mj(self):
+        self._check()
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+
+    def power_mw(self):
+        self._check()
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+
+
+def _process_info(pid: int, mig=None):
+    # nvidia-ml-py returns nvmlFriendlyObjects with the fields of c_nvmlProcessInfo_t (usedGpuMemory
+    # is None where the driver cannot say, e.g. Windows WDDM).
+    instance = NOT_A_MIG_INSTANCE if mig is None else mig.index
+    return types.SimpleNamespace(pid=pid, usedGpuMemory=512 * 2**20, gpuInstanceId=instance, computeInstanceId=0 if mig else instance)
+
+
+def _add_gpu_identity(module) -> None:
+    """Add UUID, MIG and process-list functions to a fake module. ``module.strings_as_bytes``
+    makes strings come back as bytes (nvidia-ml-py 11); ``module.old_driver`` a driver without
+    the _v3 process functions, so the unversioned names raise NVMLLibraryMismatchError."""
+    module.NVMLLibraryMismatchError = NVMLLibraryMismatchError
+    for name, value in globals().items():
+        if name.startswith("NVML_"):
+            setattr(module, name, value)
+    module.strings_as_bytes = False
+    module.old_driver = False
+
+    def need_init():
+        if not module.state["initialised"]:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+
+    def text(value: str):
+        return value.encode() if module.strings_as_bytes else value
+
+    def nvmlDeviceGetUUID(handle):
+        need_init()
+        handle._check()
+        return text(handle.uuid)
+
+    def listing(attribute):
+        def processes(handle):
+            need_init()
+            handle._check()
+            if isinstance(handle, FakeMig):
+                return [_process_info(pid, handle) for pid in getattr(handle, attribute)]
+            # A GPU in MIG mode answers for all its slices (NVML needs privileges for that; granted here).
+            found = [_process_info(pid) for pid in getattr(handle, attribute)]
+            return found + [_process_info(pid, mig) for mig in handle.mig for pid in getattr(mig, attribute)]
+        return processes
+
+    def versioned(function, version):
+        def call(handle):
+            if module.old_driver and version == 3:
+                raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+            return function(handle)
+        return call
+
+    def unversioned(function):
+        def call(handle):
+            if module.old_driver:
+                raise NVMLLibraryMismatchError("Unversioned function called and the pyNVML version does not match")
+            return function(handle)
+        return call
+
+    def nvmlDeviceGetMaxMigDeviceCount(handle):
+        need_init()
+        handle._check()
+        if isinstance(handle, FakeMig):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return MAX_MIG_DEVICES if handle.mig else 0  # "zero if MIG is not supported or enabled"
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(handle, index):
+        need_init()
+        handle._check()
+        if isinstance(handle, FakeMig) or not handle.mig or not 0 <= index < MAX_MIG_DEVICES:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        if index >= len(handle.mig):
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return handle.mig[index]
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle):
+        need_init()
+        if not isinstance(handle, FakeMig):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return handle.parent
+
+    def nvmlDeviceIsMigDeviceHandle(handle):
+        need_init()
+        return int(isinstance(handle, FakeMig))
+
+    def nvmlDeviceGetMigMode(handle):
+        need_init()
+        handle._check()
+        if isinstance(handle, FakeMig):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        mode = NVML_DEVICE_MIG_ENABLE if handle.mig else NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    for function in (nvmlDeviceGetUUID, nvmlDeviceGetMaxMigDeviceCount, nvmlDeviceGetMigDeviceHandleByIndex,
+                     nvmlDeviceGetDeviceHandleFromMigDeviceHandle, nvmlDeviceIsMigDeviceHandle, nvmlDeviceGetMigMode):
+        setattr(module, function.__name__, function)
+    for kind, attribute in (("Compute", "processes"), ("Graphics", "graphics_processes")):
+        function = listing(attribute)
+        name = f"nvmlDeviceGet{kind}RunningProcesses"
+        setattr(module, f"{name}_v2", versioned(function, 2))
+        setattr(module, f"{name}_v3", versioned(function, 3))
+        setattr(module, name, unversioned(versioned(function, 3)))  # the plain name is the newest (_v3)
