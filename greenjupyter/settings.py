@@ -200,5 +200,6 @@ def load(config=None, environ=os.environ) -> GreenJupyter:
         try:
             settings.set(name, value, origin)
         except ConfigError as error:
-            notice(f"setting-{origin}-{name}", f"{origin}: {error}; keeping {getattr(settings, name, None)!r}")
+            kept = getattr(settings, name, None)
+            notice(f"setting-{origin}-{name}", f"{origin}: {error}; keeping {'automatic' if kept is None else repr(kept)}")
     return settings
