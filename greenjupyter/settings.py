@@ -20,7 +20,6 @@ from .errors import ConfigError
 from .notices import notice
 
 
-
 class Range(NamedTuple):
     """Accepted values of a numeric setting: finite, and within [low, high] (None: unbounded that side)."""
 
