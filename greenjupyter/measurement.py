@@ -17,13 +17,14 @@ class Measurement:
     (joules per component, e.g. ``"cpu:package-0"``, ``"dram:0"``, ``"gpu:0"``).
     ``estimated`` is True when any component comes from a model rather than a counter;
     ``estimated_components`` names them. ``uncertainty_j`` bounds the error of the measured
-    components (counter update period, sensor accuracy); modelled components carry model
+    components (counter update period, power that moved between polls, sensor accuracy); modelled components carry model
     error that no bound is claimed for. ``failed_components`` were lost during the window
     and are missing from ``energy_j``. ``shared_components`` are whole-device figures of a device
     that other processes used during the window (a GPU shared with other jobs, or a MIG slice's
     GPU): their energy is in it too, so the kernel's own share is less. ``peak_power_w`` is the
-    highest sampler interval average inside the window (or the window's own average when that
-    is higher).
+    highest sampler-interval average overlapping the window (the window's own average only
+    until the sampler has covered it), so a window of a few milliseconds never sets a peak.
+    Estimated components never exceed their model's maximum power.
     The carbon fields stay None until a footprint has been worked out.
     """
 

@@ -254,5 +254,5 @@ class Meter:
             uncertainty_j=uncertainty,
             estimated_components=tuple(estimated),
             failed_components=tuple(failed),
-            **({"shared_components": tuple(names[i] for i in sorted(shared) if i < len(start.values))} if shared else {}),
+            shared_components=tuple(names[i] for i in sorted(shared) if i < len(start.values)),
         )
