@@ -183,6 +183,30 @@ def test_sharing_counts_other_processes_not_ours(gpus):
     source.close()
 
 
+def test_a_window_on_a_shared_gpu_says_so_in_the_record_and_sources(gpus):
+    from greenjupyter.format import measurement_text, sources_text
+    from greenjupyter.sources import Detection
+
+    source = open_nvml()
+    meter = Meter([source], sample_interval_s=0.02)
+    meter.start()
+    try:
+        window = meter.begin()
+        time.sleep(0.15)
+        assert meter.end(window).shared_components == ()
+        window = meter.begin()
+        gpus.gpus[1].processes = [os.getppid()]  # another job starts on the P100 during the window
+        time.sleep(0.15)
+        gpus.gpus[1].processes = []
+        m = meter.end(window)
+    finally:
+        meter.close()
+    assert m.shared_components == ("gpu:1",)
+    assert "gpu:1: whole device, shared with other processes" in measurement_text(m)
+    assert "gpu:1: Tesla P100-PCIE-16GB" in sources_text(Detection([source]))
+    assert "shared: up to 1 other processes seen on it so far" in sources_text(Detection([source]))
+
+
 def test_host_pids_in_a_container_are_all_counted_and_said(gpus):
     source = open_nvml()
     gpus.gpus[0].processes = [4_000_001, 4_000_002]  # pids this namespace does not have

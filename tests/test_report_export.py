@@ -187,7 +187,7 @@ def test_markdown_summary_states_totals_grid_and_what_was_measured(records, cont
     assert "PUE 1 (default for a machine of your own)" in text
     assert "Measured by hardware counters: cpu:package-0, dram:0, gpu:0, gpu:1." in text
     assert "Estimated from a model" in text and "cpu:process, dram:process." in text
-    assert "Measured sources: gpu:0: NVIDIA H100 80GB HBM3, NVML total-energy counter (NVML index 0, GPU-" in text
+    assert "Measured sources: gpu:0: NVIDIA H100 80GB HBM3, NVML total-energy counter; NVML index 0, GPU-" in text
     assert "; gpu:1: Tesla P100" in text
     assert "Estimated sources: cpu:process: kernel CPU time" in text and "Not available: rapl (no powercap tree" in text
     assert "no embodied share is included" in text

@@ -102,7 +102,7 @@ class NvmlSource(Source):
             gpu = self.gpus[i]
             how = "total-energy counter" if self.has_counter[i] else "power polled and integrated (no energy counter)"
             where = f"NVML index {gpu.nvml_index}" + (f", {gpu.uuid}" if gpu.uuid else "")
-            line = f"{self.components[i]}: {name}, NVML {how} ({where})"
+            line = f"{self.components[i]}: {name}, NVML {how}; {where}"
             if gpu.mig:
                 line += (f"; MIG slice {', '.join(gpu.mig)}: NVML has no energy reading per slice, so the figure "
                          f"is the whole GPU's ({gpu.slices} slices)")

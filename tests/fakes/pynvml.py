@@ -5,6 +5,10 @@ time at a set wattage. A ``counter`` GPU has the total-energy counter (Volta and
 updated every ``counter_period_s``; otherwise that call raises NVMLError(NOT_SUPPORTED)
 as it does on older GPUs. ``fail(code)`` makes every later call on that GPU raise, e.g.
 ``NVML_ERROR_GPU_IS_LOST`` for a GPU that fell off the bus.
+
+Each GPU has a ``uuid`` (``GPU-…``), ``mig_slices`` MIG slices in ``gpu.mig`` (each with its
+``MIG-…`` uuid), and the pids NVML lists on it: set ``gpu.processes`` (compute) or
+``gpu.graphics_processes`` (and the same on a slice).
 """
 
 from __future__ import annotations
