@@ -226,6 +226,8 @@ def test_a_gpu_whose_processes_cannot_be_listed_reads_zero_with_one_notice(gpus,
     assert "its processes cannot be listed (Insufficient Permissions)" in source.describe()[0]
     gpus.gpus[0].recover()
     source.close()
+    assert source.sharing() == (0, 0)  # after close: nothing asked of NVML, nothing said
+    assert capsys.readouterr().err == ""
 
 
 def test_an_older_driver_without_v3_process_functions_falls_back_to_v2(gpus):

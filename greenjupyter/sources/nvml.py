@@ -132,6 +132,8 @@ class NvmlSource(Source):
         Called by the sampler every tick: cheap, never raises; a GPU whose processes cannot be
         listed reads 0, with one notice.
         """
+        if not self._handles:  # closed: NVML is shut down
+            return (0,) * len(self.gpus)
         own, counts, verdicts = os.getpid(), [], {}
         for i, gpu in enumerate(self.gpus):
             try:
