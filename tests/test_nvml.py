@@ -58,7 +58,7 @@ def test_gpu_lost_mid_window_fails_that_component_only(meter, gpus):
     assert m.components["gpu:1"] == pytest.approx(150 * m.duration_s, rel=0.05)
     assert meter.sources[0].last_error[0] == "GPU is lost"
     time.sleep(0.2)  # the sampler keeps meeting the lost GPU: one spell of failure, logged once
-    assert meter._fault_log == [0]
+    assert meter._events == [("failed", 0)]
 
 
 def test_a_gpu_that_errors_briefly_only_fails_the_windows_that_saw_it(meter, gpus):

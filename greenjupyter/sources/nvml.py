@@ -9,10 +9,13 @@ from dataclasses import dataclass, replace
 
 from ..errors import SourceUnavailable
 from ..notices import notice
-from .base import NAN, PowerIntegral, Source
+from .base import NAN, PLAUSIBLE_OVER_LIMIT, STEP_SLACK_S, PowerIntegral, Source
 
 # The energy counter's update period is not documented; reports range from 10 to 100 ms.
 COUNTER_PERIOD_S = 0.1
+# Where NVML states no power limit: above any single GPU's board power (1.2 kW for the
+# largest in 2026), far below what a counter reset would read as.
+FALLBACK_MAX_POWER_W = 3000.0
 # nvidia-smi states its power readings as +/- 5 W.
 POWER_ERROR_W = 5.0
 DRIVER_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
@@ -38,11 +41,20 @@ class GpuInfo:
 class NvmlSource(Source):
     """Read each GPU's total-energy counter (Volta and newer), or integrate polled power.
 
+    Counters: the sampler's reads move the state (last raw value, total before it); an edge
+    read only adds its step, so edges never wait for the sampler. A counter that went back
+    (the driver was reloaded) or jumped further than the GPU could draw reads as NaN, and the
+    sampler starts again from the new value.
+
+    Power only (before Volta): every read polls, edges included, and the polls are integrated
+    by PowerIntegral, whose variation term says how much the power moved between polls.
+
     A GPU that raises an NVML error reads as NaN for that call; the meter marks it failed
     for the windows that saw it, and the other GPUs carry on.
     """
 
     kind = "nvml"
+    polled = True
 
     def __init__(self, nvml, handles: list, names: list[str], gpus: list[GpuInfo] | None = None,
                  notes: list[str] | None = None):
@@ -62,12 +74,22 @@ class NvmlSource(Source):
         self.has_counter = [self._supports_counter(h) for h in handles]
         self.update_period_s = tuple(COUNTER_PERIOD_S if c else 0.0 for c in self.has_counter)
         self.power_error_w = tuple(0.0 if c else POWER_ERROR_W for c in self.has_counter)
+        self.max_power_w = tuple(self._plausible_power_w(h) for h in handles)
+        self._max_mj_per_s = [w * 1e3 for w in self.max_power_w]
         self.last_error = [""] * len(handles)
-        self._base_mj = [0] * len(handles)
+        self.resets = [0] * len(handles)
         self._integrals = [PowerIntegral() for _ in handles]
-        for i, handle in enumerate(handles):
-            if self.has_counter[i]:
-                self._base_mj[i] = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        raws = [nvml.nvmlDeviceGetTotalEnergyConsumption(h) if c else 0 for h, c in zip(handles, self.has_counter)]
+        # (perf_counter time, raw counter per GPU in mJ, mJ counted before them), replaced whole.
+        self._state = (time.perf_counter(), raws, [0] * len(handles))
+
+    def _plausible_power_w(self, handle) -> float:
+        """Return the most this GPU can draw: twice its highest settable power limit, else a fallback."""
+        try:
+            low, high = self._nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
+            return PLAUSIBLE_OVER_LIMIT * high * 1e-3 if high > 0 else FALLBACK_MAX_POWER_W
+        except (self._nvml.NVMLError, AttributeError, TypeError, ValueError):
+            return FALLBACK_MAX_POWER_W
 
     def _supports_counter(self, handle) -> bool:
         try:
@@ -77,24 +99,48 @@ class NvmlSource(Source):
             return False
 
     def read(self, edge: bool = False) -> list[float]:
+        return self.read_polled(edge)[0]
+
+    def read_polled(self, edge: bool = False) -> tuple[list[float], list[float]]:
         nvml = self._nvml
-        out = []
+        started = time.perf_counter()
+        then, raws, totals = self._state
+        new_raws, new_totals = list(raws), list(totals)
+        out, variation = [], []
         for i, handle in enumerate(self._handles):
             try:
                 if self.has_counter[i]:
+                    now = time.perf_counter()
                     mj = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-                    out.append((mj - self._base_mj[i]) * 1e-3)
+                    step = mj - raws[i]
+                    if step < 0 or step > self._max_mj_per_s[i] * (now - then + STEP_SLACK_S):
+                        out.append(NAN)  # reset (driver reload) or a reading no GPU can give
+                        if not edge:
+                            new_raws[i] = mj
+                            self.resets[i] += 1
+                    else:
+                        out.append((totals[i] + step) * 1e-3)
+                        new_raws[i], new_totals[i] = mj, totals[i] + step
+                    variation.append(0.0)
                     continue
-                integral, now = self._integrals[i], time.perf_counter()
-                if edge and integral.polled:
-                    out.append(integral.at(now))
-                else:
-                    out.append(integral.poll(now, nvml.nvmlDeviceGetPowerUsage(handle) * 1e-3))
+                integral = self._integrals[i]
+                watts = nvml.nvmlDeviceGetPowerUsage(handle) * 1e-3
+                if not 0.0 <= watts <= self.max_power_w[i]:
+                    integral.restart()
+                    out.append(NAN)
+                    variation.append(0.0)
+                    continue
+                joules, varied = integral.poll(watts)
+                out.append(joules)
+                variation.append(varied)
             except nvml.NVMLError as error:
                 self.last_error[i] = str(error)
                 self._integrals[i].restart()  # no integration across the gap
                 out.append(NAN)
-        return out
+                variation.append(0.0)
+        if not edge and any(self.has_counter):
+            self._state = (started, new_raws, new_totals)
+        return out, variation
 
     def describe(self) -> list[str]:
         lines = []

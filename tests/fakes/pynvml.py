@@ -17,6 +17,8 @@ import time
 import types
 import uuid as uuid_module
 
+from tests.fakes.schedule import Schedule
+
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_NOT_SUPPORTED = 3
@@ -48,9 +50,13 @@ class NVMLError(Exception):
 
 
 class FakeGpu:
+    """One GPU. ``watts`` is a number or a Schedule (power that changes, tests/fakes/schedule.py);
+    time runs from the GPU's creation, on the monotonic clock the meter's perf_counter shares."""
+
     def __init__(self, name="NVIDIA H100 80GB HBM3", watts=300.0, counter=True, counter_period_s=0.02, start_mj=123_456_789,
                  uuid=None, mig_slices=0):
-        self.name, self.watts, self.counter = name, watts, counter
+        self.name, self.counter = name, counter
+        self.schedule = watts if isinstance(watts, Schedule) else Schedule.constant(watts)
         self.counter_period_s = counter_period_s
         self.start_mj = start_mj
         self.error = None
@@ -59,6 +65,15 @@ class FakeGpu:
         self.mig = [FakeMig(self, i) for i in range(mig_slices)]  # slices, in MIG mode
         self.processes: list[int] = []  # pids NVML lists as compute processes on this GPU
         self.graphics_processes: list[int] = []
+        self._reset_at = None  # seconds from t0 when the driver was last reloaded
+
+    @property
+    def watts(self) -> float:
+        return self.schedule.power(time.monotonic() - self.t0)
+
+    def reset_counter(self):
+        """Restart the energy counter from zero, as a driver reload does."""
+        self._reset_at = time.monotonic() - self.t0
 
     def fail(self, code=NVML_ERROR_GPU_IS_LOST):
         self.error = code
@@ -67,7 +82,8 @@ class FakeGpu:
         self.error = None
 
     def joules_between(self, t0: float, t1: float) -> float:
-        return self.watts * (t1 - t0)
+        """Return the exact energy between two monotonic/perf_counter times."""
+        return self.schedule.energy(t0 - self.t0, t1 - self.t0)
 
     def _check(self):
         if self.error is not None:
@@ -77,8 +93,10 @@ class FakeGpu:
         self._check()
         if not self.counter:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
-        ticks = int((time.monotonic() - self.t0) / self.counter_period_s)
-        return self.start_mj + int(self.watts * ticks * self.counter_period_s * 1000)
+        tick = int((time.monotonic() - self.t0) / self.counter_period_s) * self.counter_period_s
+        if self._reset_at is not None:
+            return max(0, int((self.schedule.cumulative(tick) - self.schedule.cumulative(self._reset_at)) * 1000))
+        return self.start_mj + int(self.schedule.cumulative(tick) * 1000)
 
     def power_mw(self) -> int:
         self._check()
