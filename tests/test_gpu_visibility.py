@@ -15,7 +15,8 @@ from greenjupyter.measurement import CellRecord, Measurement
 from greenjupyter.meter import Meter
 from greenjupyter.sources import detect_gpus
 from greenjupyter.sources import nvml as nvml_source
-from greenjupyter.sources.nvml import open_nvml, visible_gpus
+from greenjupyter.sources.cuda_visible import visible_gpus
+from greenjupyter.sources.nvml import open_nvml
 from greenjupyter.store import MIGRATIONS, Store, StoredCell
 from greenjupyter.totals import Totals
 from tests.fakes import pynvml as fake
