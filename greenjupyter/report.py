@@ -81,7 +81,7 @@ def _cells_sentence(records, t: Totals) -> str:
 def _energy_sentence(t: Totals) -> str:
     text = f"They drew {_kwh_and_j(t.energy_j)}"
     if t.uncertainty_j:
-        text += f", ± {fmt.energy(t.uncertainty_j)} for the measured components (counter update periods, sensor accuracy)"
+        text += f", ± {fmt.energy(t.uncertainty_j)} for the measured components (counter update periods, power that moved between polls, sensor accuracy)"
     return text + "."
 
 
@@ -95,6 +95,11 @@ def _components_sentences(t: Totals) -> list[str]:
         out.append(f"Estimated from a model, labelled as such, with no error bound claimed: {', '.join(estimated)}.")
     if t.failed_components:
         out.append(f"Lost during some cells and left out of their energy: {', '.join(sorted(t.failed_components))}.")
+    if t.shared_components:
+        out.append(
+            f"Shared with other processes during some cells, so those figures are the whole device's and "
+            f"include others' energy: {', '.join(sorted(t.shared_components))}."
+        )
     return out
 
 

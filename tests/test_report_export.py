@@ -203,6 +203,15 @@ def test_summary_says_when_an_embodied_share_is_included(records, context):
     assert "includes an embodied share (SCI): 2500 kg CO2e" in text and "4-year life" in text
 
 
+def test_summary_says_which_devices_were_shared_with_other_processes(records, context):
+    detection, grid, settings = context
+    m = records[2].measurement.replace(shared_components=("gpu:0",))
+    text = " ".join(report.summary([records[0], records[2].__class__(m, 3)], detection, grid, settings, format="text").split())
+    assert "Shared with other processes during some cells, so those figures are the whole device's" in text
+    assert "include others' energy: gpu:0." in text
+    assert "Shared with other" not in report.summary(records, detection, grid, settings, format="text")
+
+
 def test_summary_from_records_alone(records):
     text = " ".join(report.summary(records, format="text").split())
     assert "Grid (source not given): FR at 750 gCO2e/kWh, PUE 1" in text and "gcp:europe-west1" in text
