@@ -24,6 +24,8 @@ class Schedule:
             self._starts.append(self._starts[-1] + d)
             self._energy_at.append(self._energy_at[-1] + d * w)
         self.period_s = self._starts[-1]
+        # Benchmarks read fakes at constant power on every edge: keep that path as cheap as the hardware's.
+        self._constant = self.steps[0][1] if len(self.steps) == 1 else None
 
     @classmethod
     def constant(cls, watts: float) -> "Schedule":
@@ -39,6 +41,8 @@ class Schedule:
 
     def power(self, t: float) -> float:
         """Return watts at ``t`` seconds from the schedule's start."""
+        if self._constant is not None:
+            return self._constant
         if t < 0:
             return self.steps[0][1]
         if not self.repeat and t >= self.period_s:
@@ -48,6 +52,8 @@ class Schedule:
 
     def cumulative(self, t: float) -> float:
         """Return joules from the schedule's start to ``t``."""
+        if self._constant is not None:
+            return t * self._constant
         if t <= 0:
             return t * self.steps[0][1]
         if not self.repeat and t >= self.period_s:
