@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from array import array
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,6 +34,94 @@ class Sample:
     total_w: float
 
 
+class SampleRing:
+    """The last ``capacity`` samples of one set of components, in compact arrays.
+
+    Times are kept as doubles and watts as 4-byte floats (a sensor's watts need no more than
+    7 digits): an hour at 4 Hz with six components takes under 600 KB, against about 5 MB as
+    Sample objects. Samples are built back on demand (indexing, iteration); a change of
+    components (a source added) starts the ring afresh. Appends come from one thread; readers
+    on other threads may see a sample more or less, never a torn one, because a slot is
+    filled before the count that exposes it grows.
+    """
+
+    def __init__(self, capacity: int = MAX_SAMPLES):
+        self.capacity = capacity
+        self.components: tuple[str, ...] = ()
+        self._t0, self._t1, self._watts = array("d"), array("d"), array("f")
+        self._first = 0  # slot of the oldest sample
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> Sample:
+        count = self._count
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("sample index out of range")
+        return self._sample((self._first + index) % self.capacity)
+
+    def __iter__(self):
+        first, count, capacity = self._first, self._count, self.capacity
+        for i in range(count):
+            yield self._sample((first + i) % capacity)
+
+    def _sample(self, slot: int) -> Sample:
+        n = len(self.components)
+        watts = tuple(self._watts[slot * n : slot * n + n])
+        return Sample(self._t0[slot], self._t1[slot], self.components, watts, sum(w for w in watts if w == w))
+
+    def append(self, sample: Sample) -> None:
+        if sample.components != self.components:
+            self.clear(sample.components)
+        n = len(self.components)
+        if self._count < self.capacity:
+            slot = (self._first + self._count) % self.capacity
+            if slot == len(self._t0):  # still growing
+                self._t0.append(sample.t0)
+                self._t1.append(sample.t1)
+                self._watts.extend(sample.watts)
+                self._count += 1
+                return
+            self._write(slot, sample, n)
+            self._count += 1
+            return
+        self._write(self._first, sample, n)  # full: overwrite the oldest
+        self._first = (self._first + 1) % self.capacity
+
+    def replace_last(self, sample: Sample) -> None:
+        self._write((self._first + self._count - 1) % self.capacity, sample, len(self.components))
+
+    def drop_oldest(self) -> None:
+        self._first = (self._first + 1) % self.capacity
+        self._count -= 1
+
+    def _write(self, slot: int, sample: Sample, n: int) -> None:
+        self._t0[slot], self._t1[slot] = sample.t0, sample.t1
+        self._watts[slot * n : slot * n + n] = array("f", sample.watts)
+
+    def clear(self, components: tuple[str, ...] = ()) -> None:
+        self.components = components
+        self._t0, self._t1, self._watts = array("d"), array("d"), array("f")
+        self._first = self._count = 0
+
+    def since(self, t: float) -> list[Sample]:
+        """Return the samples that end at or after ``t``, oldest first (scans from the newest)."""
+        out = []
+        for i in range(self._count - 1, -1, -1):
+            sample = self[i]
+            if sample.t1 < t:
+                break
+            out.append(sample)
+        return out[::-1]
+
+    def nbytes(self) -> int:
+        """Return the bytes the arrays hold."""
+        return sum(a.buffer_info()[1] * a.itemsize for a in (self._t0, self._t1, self._watts))
+
+
 class Sampler:
     """Call ``read()`` every ``interval_s`` on one daemon thread; keep ``history_s`` of samples.
 
@@ -44,10 +132,10 @@ class Sampler:
     """
 
     def __init__(self, read: Callable, interval_s: float = DEFAULT_INTERVAL_S, history_s: float = 3600.0,
-                 caps: Callable | None = None):
+                 caps: Callable | None = None, capacity: int = MAX_SAMPLES):
         self.interval_s = interval_s
         self.history_s = history_s
-        self.samples: deque[Sample] = deque(maxlen=MAX_SAMPLES)
+        self.samples = SampleRing(capacity)
         self.listeners: list[Callable[[Sample], None]] = []
         self._read = read
         self._caps = caps
@@ -59,8 +147,8 @@ class Sampler:
 
     @property
     def _merge_below_s(self) -> float:
-        """Samples shorter than this are merged, so MAX_SAMPLES of them span history_s."""
-        return self.history_s / MAX_SAMPLES
+        """Samples shorter than this are merged, so the ring's capacity spans history_s."""
+        return self.history_s / self.samples.capacity
 
     def start(self, first: Callable[[], None] | None = None) -> None:
         """Start the thread; ``first`` runs on it before the first tick (slow set-up off the main thread)."""
@@ -124,19 +212,21 @@ class Sampler:
             last = samples[-1] if samples else None
             if (last is not None and last.t1 - last.t0 < self._merge_below_s and last.t1 == sample.t0
                     and last.components == sample.components):
-                samples[-1] = _merged(last, sample)
+                samples.replace_last(_merged(last, sample))
             else:
                 samples.append(sample)
             oldest = sample.t1 - self.history_s
             while samples and samples[0].t1 < oldest:
-                samples.popleft()
+                samples.drop_oldest()
 
     def window_stats(self, t0: float, t1: float) -> tuple[float | None, tuple[float, ...] | None]:
         """Return (the highest total power, the highest power per component) of the samples that
         overlap [t0, t1]; (None, None) when none does yet."""
         peak, highest = None, None
         with self._lock:
-            for sample in reversed(self.samples):
+            samples = self.samples
+            for index in range(len(samples) - 1, -1, -1):
+                sample = samples[index]
                 if sample.t0 >= t1:
                     continue
                 if sample.t1 <= t0:

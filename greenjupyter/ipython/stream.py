@@ -102,7 +102,7 @@ class Stream:
         """Send the whole recent state."""
         sampler = self._recorder.meter.sampler
         newest = sampler.samples[-1].t1 if sampler.samples else 0.0
-        recent = [s for s in list(sampler.samples) if s.t1 >= newest - SNAPSHOT_SAMPLES_S]
+        recent = sampler.samples.since(newest - SNAPSHOT_SAMPLES_S)
         meter = self._recorder.meter
         grid = self._grid()
         message = {
