@@ -6,11 +6,12 @@ tools that read that file read ours; greenjupyter's own columns follow (``OWN_CO
 CodeCarbon's units: duration in s, emissions in kg CO2e, emissions_rate in kg/s, energies in
 kWh, powers in W (here the cell's average). Our ``emissions`` is the cell's CO2e as recorded,
 so it includes the embodied share when one is configured. ``timestamp`` is when the cell
-ended, as CodeCarbon stamps a run when it stops, in ISO 8601 UTC.
+ended, as CodeCarbon stamps a run when it stops, in ISO 8601 UTC. A text that a spreadsheet
+would run as a formula (a cell's first line ``=1+1``) is written with a ``'`` before it.
 
 JSON: ``{"schema": 2, "generator": "greenjupyter X", "cells": [...]}``, one object per cell
-with every CellRecord field and its Measurement's under ``"measurement"``; ``read_json``
-turns it back into CellRecords.
+with every CellRecord field and its Measurement's under ``"measurement"``, texts exactly as
+they are; ``read_json`` turns it back into CellRecords.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ OWN_COLUMNS = (
 COLUMNS = CODECARBON_COLUMNS + OWN_COLUMNS
 # Component name prefix -> CodeCarbon's hardware group.
 GROUPS = {"cpu": "cpu", "gpu": "gpu", "dram": "ram"}
+# A text cell starting with one of these is a formula to Excel, LibreOffice or Google Sheets.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Required float fields: a None in JSON stands for a NaN written as null (JSON has no NaN).
 FLOAT_FIELDS = ("duration_s", "energy_j", "avg_power_w", "peak_power_w", "uncertainty_j")
 
@@ -121,7 +124,20 @@ def read_json(path_or_file) -> list[CellRecord]:
 
 
 def csv_row(record: CellRecord) -> dict:
-    """Return one record as a dict keyed by ``COLUMNS`` (None for an unknown value)."""
+    """Return one record as a dict keyed by ``COLUMNS`` (None for an unknown value), every text
+    made inert for spreadsheets (``spreadsheet_safe``); numbers stay numbers."""
+    return {name: spreadsheet_safe(value) for name, value in _csv_values(record).items()}
+
+
+def spreadsheet_safe(value):
+    """Return text that a spreadsheet would run as a formula (it starts with = + - @, a tab or a
+    carriage return) with a ``'`` before it, as OWASP advises; anything else as it is."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _csv_values(record: CellRecord) -> dict:
     m = record.measurement
     energy = {"cpu": 0.0, "gpu": 0.0, "ram": 0.0}
     for name, joules in m.components.items():

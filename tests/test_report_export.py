@@ -140,6 +140,28 @@ def test_csv_leaves_unknown_carbon_empty():
     assert row["energy_consumed"] == str(4.0 / 3.6e6)
 
 
+# Texts a spreadsheet would run (OWASP's CSV injection examples), and ones it would not.
+FORMULAS = ("=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(1+1)", "\t=1+1", "\r=1+1")
+
+
+def test_csv_neutralises_every_text_that_a_spreadsheet_would_run_and_json_keeps_it(tmp_path):
+    records = [
+        CellRecord(cell(i, i, 2.0, {"cpu:process": -1.0 if i == 0 else 4.0}).measurement, i, cell_id=formula,
+                   notebook=formula, success=False, error=formula, source_preview=formula)
+        for i, formula in enumerate(FORMULAS)
+    ] + [cell(9, 9, 2.0, {"cpu:process": 4.0}, source="x = '=1+1'  # safe: starts with x")]
+    rows = read_csv(csv_text(records))
+    for row, formula in zip(rows, FORMULAS):
+        for column in ("source_preview", "notebook", "project_name", "error", "cell_id", "experiment_id"):
+            assert row[column] == "'" + formula, column
+    assert rows[-1]["source_preview"] == "x = '=1+1'  # safe: starts with x"
+    # Numbers stay numbers, a negative one included (a spreadsheet reads -1 as a number, not a formula).
+    assert float(rows[0]["cpu_energy"]) == pytest.approx(-1.0 / 3.6e6) and rows[0]["duration"] == "2.0"
+    assert not any(value.startswith(("=", "+", "@", "\t", "\r")) for row in rows for value in row.values())
+    export.export(records, tmp_path / "cells.json")
+    assert [r.source_preview for r in export.read_json(tmp_path / "cells.json")] == [*FORMULAS, records[-1].source_preview]
+
+
 # --- JSON ------------------------------------------------------------------------------------
 
 
@@ -180,7 +202,7 @@ def test_markdown_summary_states_totals_grid_and_what_was_measured(records, cont
     detection, grid, settings = context
     text = report.summary(records, detection, grid, settings)
     assert text.startswith("## Compute and emissions\n\n") and "| Quantity | Value |" in text
-    assert "4 cells of the notebook “50%\\_done & more.ipynb”" in text and "1 of them raised an error" in text
+    assert "4 cells of the notebook “50%\\_done \\& more.ipynb”" in text and "1 of them raised an error" in text
     assert "0.007932 kWh (28,555 J)" in text  # 7,200 + 100 + 21,200 + 55 J
     assert "3.53 g CO2e" in text and "≈ 0.28 smartphone charges" in text  # 1.5 + 0.02 + 2 + 0.01 g
     assert "France (FR), 44.18 gCO2e/kWh (Ember 2024 via CO2.js, lifecycle, annual average, location-based)" in text
@@ -256,6 +278,38 @@ def test_html_summary_escapes_every_value(records, context):
     assert "&lt;img src=x onerror=alert(1)&gt;" in text  # the costliest cell's preview
     assert "50%_done &amp; more.ipynb" in text and "CO<sub>2</sub>e" in text
     assert text.startswith('<section class="greenjupyter-summary"><h3>') and "<table>" in text
+
+
+HOSTILE_NAME = "evil\n# heading\n$x$ ~~gone~~ &amp; \x1b]0;pwned\x07.ipynb"
+HOSTILE_PREVIEW = "print('\x1b[2J\x1b]0;title\x07') # $E=mc^2$ \u202eevil"
+
+
+def hostile_records():
+    return [
+        CellRecord(cell(1, 0, 1.0, {"cpu:process": 10.0}).measurement, 1, notebook=HOSTILE_NAME, source_preview="x"),
+        CellRecord(cell(2, 5, 1.0, {"cpu:process": 90.0}).measurement, 2, notebook=HOSTILE_NAME,
+                   success=False, error="Err\x1b[31m", source_preview=HOSTILE_PREVIEW),
+    ]
+
+
+@pytest.mark.parametrize("form", report.FORMATS)
+def test_summaries_escape_control_characters_from_names_and_previews(form):
+    text = report.summary(hostile_records(), format=form)
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f\u202e]", text)  # newlines are the summary's own
+    assert "pwned" in text and "title" in text  # shown, escaped, not dropped
+    if form == "text":
+        assert "evil\\n# heading\\n$x$ ~~gone~~ &amp; \\x1b]0;pwned\\x07.ipynb" in " ".join(text.split())
+        assert "\\x1b[2J\\x1b]0;title\\x07" in text and "\\u202eevil" in text
+
+
+def test_markdown_summary_escapes_newlines_maths_and_entities_in_names_and_previews():
+    text = report.summary(hostile_records(), format="markdown")
+    paragraph = text.split("\n\n")[1]
+    assert "\n" not in paragraph and "\\\\n\\# heading\\\\n" in paragraph  # the name's newlines as text
+    assert "\\$x\\$" in paragraph and "\\$E=mc^2\\$" in paragraph  # no maths from a name or a preview
+    assert "\\~\\~gone\\~\\~" in paragraph and "\\&amp;" in paragraph
+    # Every $ ~ & left in the whole document is escaped.
+    assert not re.search(r"(?<!\\)[$~&]", text)
 
 
 # --- figures ---------------------------------------------------------------------------------
