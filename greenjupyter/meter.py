@@ -69,6 +69,7 @@ class Meter:
         self._shared_now: frozenset = EMPTY
         self._ready = threading.Event()
         self._ready.set()
+        self._info = None  # (layout, ComponentInfo) for the layout in force
         self.detection = None  # what found the sources, and why others are missing (set by its owner)
         self.sampler = Sampler(self.read, sample_interval_s, history_s, caps=self._model_caps)
         self.add_sources(sources)
@@ -202,57 +203,93 @@ class Meter:
     def end(self, start: Reading) -> Measurement:
         return self.measurement(start, self.snapshot())
 
-    def measurement(self, start: Reading, stop: Reading) -> Measurement:
-        """Return the Measurement of the window from ``start`` to ``stop`` (later, on any thread, is fine).
+    def window_flags(self, start: Reading, stop: Reading) -> tuple[set[int], set[int]]:
+        """Return (components that failed, components shared with other processes) within a window, by index."""
+        failed, shared = set(), set(start.shared) | set(stop.shared)
+        if stop.events != start.events:
+            for kind, i in self._events[start.events : stop.events]:
+                (failed if kind == "failed" else shared).add(i)
+        return failed, shared
 
-        Counters: each edge may miss up to one update period of energy, at the highest power
-        the component showed around the window. Polled power: how much the power moved between
-        the polls inside the window (PowerIntegral), plus the sensor's stated error. Models carry
-        no bound, and are capped at the model's maximum power for the window's length.
-        """
-        duration = stop.t - start.t
+    def component_info(self) -> "ComponentInfo":
+        """Return what a window's figure needs to know of each component (kept with journal entries)."""
         layout = self._layout
+        info = self._info
+        if info is None or info[0] is not layout:
+            caps = self._model_caps(layout.components)
+            info = self._info = (layout, ComponentInfo(layout.components, layout.period_s, layout.power_error_w,
+                                                       layout.estimated, caps))
+        return info[1]
+
+    def measurement(self, start: Reading, stop: Reading) -> Measurement:
+        """Return the Measurement of the window from ``start`` to ``stop`` (later, on any thread, is fine)."""
         peak, highest = self.sampler.window_stats(start.t, stop.t)
-        if highest is not None and len(highest) < len(start.values):
-            highest = None
-        edge_spread = (start.spread_s + stop.spread_s) / 2  # a preempted read blurs its edge's time
-        failed_here, shared = set(), set(start.shared) | set(stop.shared)
-        for kind, i in self._events[start.events : stop.events]:
-            (failed_here if kind == "failed" else shared).add(i)
-        caps = self._model_caps(layout.components) if any(layout.estimated) else ()
-        names = stop.components
-        parts, estimated, failed = {}, [], []
-        energy = uncertainty = 0.0
-        for i in range(len(start.values)):
-            joules = stop.values[i] - start.values[i]
-            if joules != joules or i in failed_here:
-                failed.append(names[i])
-                continue
-            if layout.estimated[i]:
-                joules = min(joules, caps[i] * duration) if duration > 0 else 0.0
-                estimated.append(names[i])
+        failed, shared = self.window_flags(start, stop)
+        return window_measurement(start, stop, self.component_info(), failed, shared, peak, highest)
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """Per component: its name, counter update period, sensor error (for polled power), whether
+    it is modelled, and the model's most watts (inf for measured ones)."""
+
+    names: tuple[str, ...]
+    period_s: tuple[float, ...]
+    power_error_w: tuple[float, ...]
+    estimated: tuple[bool, ...]
+    caps_w: tuple[float, ...]
+
+
+def window_measurement(start: Reading, stop: Reading, info: ComponentInfo, failed=(), shared=(),
+                       peak: float | None = None, highest: tuple[float, ...] | None = None) -> Measurement:
+    """Return the Measurement of the window from ``start`` to ``stop``.
+
+    ``failed``/``shared`` are component indices the sampler saw fail or shared during it;
+    ``peak`` and ``highest`` the sampler intervals' highest total and per-component power
+    around it (None when none covers it, as for a window recovered from the journal).
+
+    Counters: each edge may miss up to one update period of energy, at the highest power
+    the component showed around the window. Polled power: how much the power moved between
+    the polls inside the window (PowerIntegral), plus the sensor's stated error. Models carry
+    no bound, and are capped at the model's maximum power for the window's length.
+    """
+    duration = stop.t - start.t
+    if highest is not None and len(highest) < len(start.values):
+        highest = None
+    edge_spread = (start.spread_s + stop.spread_s) / 2  # a preempted read blurs its edge's time
+    names = info.names
+    parts, estimated, failed_names = {}, [], []
+    energy = uncertainty = 0.0
+    for i in range(len(start.values)):
+        joules = stop.values[i] - start.values[i]
+        if joules != joules or i in failed:
+            failed_names.append(names[i])
+            continue
+        if info.estimated[i]:
+            joules = min(joules, info.caps_w[i] * duration) if duration > 0 else 0.0
+            estimated.append(names[i])
+        else:
+            watts = joules / duration if duration > 0 else 0.0
+            if highest is not None and highest[i] > watts:
+                watts = highest[i]
+            if start.variation is not None and stop.variation is not None and info.power_error_w[i] > 0:
+                varied = stop.variation[i] - start.variation[i]
+                uncertainty += varied + info.power_error_w[i] * duration + watts * edge_spread
             else:
-                watts = joules / duration if duration > 0 else 0.0
-                if highest is not None and highest[i] > watts:
-                    watts = highest[i]
-                if start.variation is not None and stop.variation is not None and layout.power_error_w[i] > 0:
-                    varied = stop.variation[i] - start.variation[i]
-                    uncertainty += varied + layout.power_error_w[i] * duration + watts * edge_spread
-                else:
-                    uncertainty += watts * (layout.period_s[i] + edge_spread)
-            parts[names[i]] = joules
-            energy += joules
-        average = energy / duration if duration > 0 else 0.0
-        return Measurement(
-            started_at=datetime.fromtimestamp(start.wall, timezone.utc),
-            duration_s=duration,
-            energy_j=energy,
-            components=parts,
-            estimated=bool(estimated),
-            avg_power_w=average,
-            peak_power_w=peak if peak is not None else average,
-            uncertainty_j=uncertainty,
-            estimated_components=tuple(estimated),
-            failed_components=tuple(failed),
-            shared_components=tuple(names[i] for i in sorted(shared) if i < len(start.values)),
-        )
+                uncertainty += watts * (info.period_s[i] + edge_spread)
+        parts[names[i]] = joules
+        energy += joules
+    average = energy / duration if duration > 0 else 0.0
+    return Measurement(
+        started_at=datetime.fromtimestamp(start.wall, timezone.utc),
+        duration_s=duration,
+        energy_j=energy,
+        components=parts,
+        estimated=bool(estimated),
+        avg_power_w=average,
+        peak_power_w=peak if peak is not None else average,
+        uncertainty_j=uncertainty,
+        estimated_components=tuple(estimated),
+        failed_components=tuple(failed_names),
+        shared_components=tuple(names[i] for i in sorted(shared) if i < len(start.values)),
+    )
