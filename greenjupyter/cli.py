@@ -645,9 +645,9 @@ def _selected(args) -> list:
 def _scope(args, prefix: str = "") -> str:
     parts = []
     if args.notebook:
-        parts.append(f"of {args.notebook}")
+        parts.append(f"of {fmt.printable(args.notebook)}")
     if args.since:
-        parts.append(f"in the last {args.since}")
+        parts.append(f"in the last {fmt.printable(args.since)}")
     return f"{prefix} {' '.join(parts)}" if parts else ""
 
 
@@ -689,7 +689,7 @@ def sessions_table(groups, scope: str = "") -> str:
         lines.append(
             f"  {_utc(g['started_at'])}  {g['session'][:SESSION_SHOWN]:<{SESSION_SHOWN}}  {g['cells']:>5}  "
             f"{fmt.duration(g['duration_s']):>9}  {fmt.energy(g['energy_j']):>9}  {fmt.co2e(g['co2e_g']):>9}  "
-            f"{'estimated' if g['estimated'] else 'measured':<9}  {g['notebook'] or '(outside a notebook)'}"
+            f"{'estimated' if g['estimated'] else 'measured':<9}  {fmt.printable(g['notebook']) or '(outside a notebook)'}"
         )
     return "\n".join(lines)
 

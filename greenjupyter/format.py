@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import html
+import re
 
 from .measurement import Measurement
+
+# Characters a terminal or a table would act on rather than show: C0/C1 controls and DEL (ESC, BEL,
+# newline ...), line and paragraph separators, and the bidirectional overrides that reorder text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text) -> str:
+    """Return ``text`` (from a notebook: a cell's first line, a notebook or error name) safe to print:
+    control characters shown escaped, as Python writes them (ESC as ``\\x1b``, newline as ``\\n``)."""
+    return _UNPRINTABLE.sub(_escape, "" if text is None else str(text))
+
+
+def _escape(match) -> str:
+    c = match.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
 
 
 def energy(joules: float) -> str:
@@ -177,10 +194,10 @@ def cell_columns(record) -> str:
     """Return a cell's figures lined up under CELL_COLUMNS, its source and, if it raised, the error."""
     m = record.measurement
     grams = "n/a" if m.co2e_g is None else co2e(m.co2e_g)
-    status = "" if record.success else f"  [{record.error}]"
+    status = "" if record.success else f"  [{printable(record.error)}]"
     return (
         f"{duration(m.duration_s):>9}  {energy(m.energy_j):>9}  {grams:>9}  {power(m.avg_power_w):>8}  "
-        f"{power(m.peak_power_w):>8}  {short_kind(m):<9}  {record.source_preview}{status}"
+        f"{power(m.peak_power_w):>8}  {short_kind(m):<9}  {printable(record.source_preview)}{status}"
     )
 
 
@@ -221,7 +238,7 @@ def config_text(described, grid) -> str:
 
 def sessions_text(groups, notebook) -> str:
     """Return a table of past kernel sessions (greenjupyter.history.sessions), newest first."""
-    where = notebook or "cells run outside a notebook"
+    where = printable(notebook) or "cells run outside a notebook"
     if not groups:
         return f"greenjupyter history: no past sessions for {where}"
     lines = [f"greenjupyter history for {where} (newest first)",

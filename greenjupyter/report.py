@@ -43,6 +43,9 @@ def summary(records, detection=None, grid=None, settings=None, format: str = "ma
     if format not in FORMATS:
         raise ConfigError(f"unknown summary format {format!r}; accepted: {', '.join(FORMATS)}")
     sentences, rows = _facts(list(records), detection, grid, settings)
+    # Names and previews come from notebooks: no control character reaches a terminal or a document.
+    sentences = [fmt.printable(s) for s in sentences]
+    rows = [(fmt.printable(label), fmt.printable(value)) for label, value in rows]
     return RENDERERS[format](sentences, rows)
 
 
@@ -221,8 +224,9 @@ def _text(sentences, rows) -> str:
     return f"{HEADING}\n\n{textwrap.fill(' '.join(sentences), 100)}\n\n{table}\n"
 
 
-# Characters that markdown (or the HTML it may contain) would read as markup.
-MARKDOWN_SPECIAL = set("\\`*_[]<>|#")
+# Characters that markdown (or the HTML it may contain) would read as markup: $ starts maths in
+# Jupyter, & an HTML entity, ~~ strikes through in GFM. Newlines are escaped as text before.
+MARKDOWN_SPECIAL = set("\\`*_[]<>|#$&~")
 
 
 def _md(text: str) -> str:

@@ -167,6 +167,20 @@ def test_totals_cells_and_sources(shell):
     assert "estimated cpu:process" in sources
 
 
+def test_cells_history_and_budget_show_a_cells_control_characters_escaped(shell, capsys):
+    run(shell, 'title = "\x1b]0;pwned\x07"; clear = "\x1b[2J"; sum(range(10**6))')  # enough CPU to pass 1 mJ
+    run(shell, "%carbon budget 0.001J")
+    with capture_output() as captured:
+        run(shell, "%carbon cells")
+        run(shell, "%carbon history")
+    cells, history = (o.data["text/plain"] for o in captured.outputs)
+    assert "\x1b" not in cells + history and "\x07" not in cells
+    assert 'title = "\\x1b]0;pwned\\x07"; clear = "\\x1b[2J"; sum' in cells
+    said = capsys.readouterr().err  # the budget's costliest cells
+    assert "passed its budget" in said and "\x1b" not in said and "\\x1b]0;pwned" in said
+    run(shell, "%carbon budget clear")
+
+
 def test_measured_cells_with_hardware(powercap, gpus):
     shell = InteractiveShell.instance()
     run(shell, "%load_ext greenjupyter")

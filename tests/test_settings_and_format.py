@@ -153,6 +153,33 @@ def test_measurement_text_and_html_escape_everything():
     assert "<img" not in m._repr_html_() and "&lt;img" in m._repr_html_()
 
 
+@pytest.mark.parametrize("text, shown", [
+    ("x\x1b]0;pwned\x07y", "x\\x1b]0;pwned\\x07y"),  # retitles a terminal when printed raw
+    ("a\nb\r\tc", "a\\nb\\r\\tc"),
+    ("\x00\x7f\x85\x9b", "\\x00\\x7f\\x85\\x9b"),  # NUL, DEL, C1 NEL and CSI
+    ("\u202eevil\u2066\u2028", "\\u202eevil\\u2066\\u2028"),  # bidi overrides and a line separator
+    ("é ≈ 漢字 🌍 \\x1b", "é ≈ 漢字 🌍 \\x1b"),  # printable text and backslashes stay as they are
+    (None, ""),
+])
+def test_printable_escapes_control_characters_as_python_writes_them(text, shown):
+    assert fmt.printable(text) == shown
+
+
+def test_tables_of_cells_and_sessions_escape_what_comes_from_notebooks():
+    from greenjupyter.history import sessions
+    from greenjupyter.measurement import CellRecord
+    from greenjupyter.store import StoredCell
+
+    m = sample_measurement()
+    hostile = CellRecord(m, 3, notebook="a\nb\x1b[2J.ipynb", success=False, error="E\x07", source_preview="x = '\x1b]0;t\x07'")
+    cells = fmt.cells_text([CellRecord(m, 1, source_preview="ok"), hostile])
+    assert cells.count("\n") == 2 and not any(c in cells for c in "\x1b\x07")
+    assert cells.splitlines()[2].endswith("x = '\\x1b]0;t\\x07'  [E\\x07]")
+    history = fmt.sessions_text(sessions([StoredCell(hostile, "s1")]), hostile.notebook)
+    assert history.splitlines()[0] == "greenjupyter history for a\\nb\\x1b[2J.ipynb (newest first)"
+    assert history.count("\n") == 2 and "\x1b" not in history
+
+
 def test_partly_estimated_measurement_says_which_part():
     m = sample_measurement(estimated=True, estimated_components=("dram:process",), failed_components=("gpu:0",))
     assert "partly estimated (dram:process)" in str(m)

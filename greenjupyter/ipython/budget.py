@@ -82,7 +82,7 @@ class Budget:
         costly = sorted(self.recorder._records, key=lambda r: self._of(r), reverse=True)[:3]
         lines = [f"greenjupyter: this session passed its budget of {self._show(self.limit)} "
                  f"({self._show(self._used())} so far). Costliest cells:"]
-        lines += [f"  [{r.execution_count}] {self._show(self._of(r))}  {r.source_preview}" for r in costly]
+        lines += [f"  [{r.execution_count}] {self._show(self._of(r))}  {fmt.printable(r.source_preview)}" for r in costly]
         if self.stop:
             lines.append("Further cells will not run: %carbon budget clear, or set a higher one, to go on.")
             if self._guard not in self.shell.ast_transformers:
