@@ -9,6 +9,9 @@ from .errors import ConfigError, GreenJupyterError
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# How far back ``since`` may reach: well within the calendar (year 1), far beyond any history.
+MAX_SPAN = timedelta(days=2000 * 365)
+ACCEPTED = "a datetime, or a span from 0 to 2,000 years back: a timedelta or e.g. 30m, 12h, 7d, 2w"
 
 
 class History(list):
@@ -33,18 +36,33 @@ class History(list):
 
 
 def parse_since(since) -> datetime | None:
-    """Return a UTC datetime from a datetime, a timedelta (that long ago) or text like '7d', '12h', '30m'."""
+    """Return a UTC datetime from a datetime, a timedelta (that long ago) or text like '7d', '12h', '30m'.
+
+    A span must be from 0 to ``MAX_SPAN`` (2,000 years): anything else raises ConfigError, a ValueError.
+    """
     if since is None or isinstance(since, datetime):
         return since
     if isinstance(since, timedelta):
-        return datetime.now(timezone.utc) - since
-    match = _SPAN.match(str(since))
-    if not match:
-        raise ConfigError(f"since={since!r} is not understood; accepted: a datetime, a timedelta, or e.g. 30m, 12h, 7d, 2w")
-    try:
-        return datetime.now(timezone.utc) - timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
-    except OverflowError:  # a span longer than the calendar
-        raise ConfigError(f"since={since!r} reaches back past year 1; accepted: a span of under 2,000 years, e.g. 7d") from None
+        span = since
+    else:
+        match = _SPAN.match(str(since))
+        if not match:
+            raise ConfigError(f"since={_shown(since)} is not understood; accepted: {ACCEPTED}")
+        try:
+            span = timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
+        except OverflowError:  # longer than timedelta's 999,999,999 days
+            span = timedelta.max
+    if span < timedelta(0):
+        raise ConfigError(f"since={_shown(since)} is a span into the future; accepted: {ACCEPTED}")
+    if span > MAX_SPAN:
+        raise ConfigError(f"since={_shown(since)} reaches back more than 2,000 years; accepted: {ACCEPTED}")
+    return datetime.now(timezone.utc) - span
+
+
+def _shown(value) -> str:
+    """Return repr(value), cut short: a message should name the value, not repeat a megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}…{text[-10:]} ({len(text)} characters)"
 
 
 def history(notebook: str | None = None, since=None) -> History:
