@@ -4,7 +4,7 @@
 - RAPL: a FakePowercap with the SERVER zones (two packages + two DRAM) in a temp dir, static
   (no writer process: counters do not advance, which costs the reader the same), and
   GREENJUPYTER_POWERCAP_ROOT pointing at it;
-- GPUs: the pynvml stand-in in sys.modules["pynvml"] with an H100 (energy counter) and a
+- GPUs: without them CUDA_VISIBLE_DEVICES is set empty (no GPU is charged); with them, the pynvml stand-in in sys.modules["pynvml"] with an H100 (energy counter) and a
   P100 (power only), and greenjupyter.sources.nvml.DRIVER_MARKERS set to an existing file.
 Without them, the meter sees what this machine has (here: no RAPL, no GPU).
 """
@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-EXPECTED = ("cpu:package-0", "cpu:package-1", "dram:0", "dram:1", "gpu:0", "gpu:1")
+RAPL_ONLY = ("cpu:package-0", "cpu:package-1", "dram:0", "dram:1")
+EXPECTED = RAPL_ONLY + ("gpu:0", "gpu:1")
 
 
 def install(rapl: bool = True, gpus: bool = True) -> Path | None:
@@ -30,6 +31,8 @@ def install(rapl: bool = True, gpus: bool = True) -> Path | None:
     tmp = Path(tempfile.mkdtemp(prefix="greenjupyter-bench-"))
     atexit.register(shutil.rmtree, tmp, True)
     os.environ["GREENJUPYTER_DB_PATH"] = str(tmp / "history.sqlite")  # never the user's own history
+    if not gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # no GPU, even on a machine that has some
     if not (rapl or gpus):
         os.environ["GREENJUPYTER_POWERCAP_ROOT"] = "/nonexistent-powercap"
         return tmp

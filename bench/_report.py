@@ -16,15 +16,25 @@ def percentile(values, q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered))) - 1))]
 
 
-def figure(name: str, value: float, unit: str, limit: float | None = None, digits: int = 1) -> dict:
-    """One reported figure; with ``limit`` it has a target (value <= limit) and passes or fails."""
+def figure(name: str, value: float, unit: str, limit: float | None = None, digits: int = 1,
+           lower: float | None = None, readme: bool | None = None) -> dict:
+    """One reported figure; with ``limit`` it has a target (value <= limit), with ``lower`` one of
+    value >= lower, and passes or fails. ``readme``: shown in the README's table (default: when it
+    has a target)."""
+    if limit is not None:
+        target, passed = f"≤ {limit:g} {unit}", value <= limit
+    elif lower is not None:
+        target, passed = f"≥ {lower:g} {unit}", value >= lower
+    else:
+        target, passed = None, None
     return {
         "figure": name,
         "value": value,
         "unit": unit,
-        "result": f"{value:.{digits}f} {unit}",
-        "target": f"≤ {limit:g} {unit}" if limit is not None else None,
-        "pass": (value <= limit) if limit is not None else None,
+        "result": f"{value:,.{digits}f} {unit}",
+        "target": target,
+        "pass": passed,
+        "readme": target is not None if readme is None else readme,
     }
 
 
@@ -37,7 +47,14 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        ipython = version("ipython")
+    except Exception:
+        ipython = "unknown"
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "ipython": ipython,
+            "system": f"{platform.system()} {platform.release()}"}
 
 
 def save(name: str, figures: list[dict], details: dict | None = None) -> Path:

@@ -1,143 +1,224 @@
-"""Per-cell overhead of greenjupyter's hooks on an empty cell (target: p50 ≤ 20 µs, p99 ≤ 100 µs).
+"""What greenjupyter adds to an empty cell, as a user runs it, beside CodeCarbon's task pair.
 
-A real InteractiveShell with ``%load_ext greenjupyter`` over two fake RAPL packages + DRAM and
-two fake GPUs. Timed: ``events.trigger("pre_run_cell", info)`` + ``events.trigger("post_run_cell",
-result)`` with real ExecutionInfo/ExecutionResult objects, N times after a warm-up, in ROUNDS
-rounds interleaved with the context figure: the median of ``run_cell("pass")`` with the hooks
-registered and without.
+The default configuration (history database on, here at a throwaway db_path) over two simulated
+RAPL packages + two DRAM zones, no GPU. A real IPython InteractiveShell, ``%load_ext greenjupyter``,
+and ``shell.run_cell("pass")`` timed cell by cell. In the same process CodeCarbon (bench/_codecarbon.py:
+OfflineEmissionsTracker, no network) with its ``start_task`` / ``stop_task`` registered as the
+shell's pre/post_run_cell hooks, as one would to measure each cell with it.
+
+Rounds of CELLS cells rotate: extension on, extension off, CodeCarbon on, extension on, ...
+ROUNDS times, because this VM's speed drifts 2x for seconds at a time. "Off" removes the
+callbacks the extension added to the shell (found by comparing the shell's hooks before and
+after ``%load_ext``), so the same shell, the same meter and the same sampler thread serve every
+round; the sampler's own cost is bench/sampler_cpu.py's figure. The first WARM cells of each
+round are not counted (the switch itself).
+
+The difference: each rotation's "off" round is the baseline of the "on" round before it and the
+CodeCarbon round after it. A cell's excess is its time minus the median of that baseline round.
+Overhead at percentile q = q-th percentile of the excesses of "on" cells minus the q-th percentile
+of the "off" cells' own excesses over their round's median (IPython's jitter, which would be there
+anyway). The CodeCarbon figure is worked out the same way; the ratio is CodeCarbon's p50 over ours.
+
+The meter alone (db_path=off) is the same measurement without CodeCarbon, in a child process
+(``--meter-alone``) because db_path is read when the extension loads.
 """
 
 import gc
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import _hardware
 from _report import figure, percentile, save
 
-N, WARMUP = 20_000, 2_000
-ROUNDS, CELLS_PER_ROUND = 20, 500
+ROUNDS, CELLS, WARM = int(os.environ.get("BENCH_ROUNDS", 200)), 100, 5
+SHELL_HOOK_LISTS = ("ast_transformers", "input_transformers_cleanup", "input_transformers_post")
 
 
-def time_hook_pair(shell, info, result, n):
-    trigger, clock = shell.events.trigger, time.perf_counter_ns
-    out = []
+class ExtensionSwitch:
+    """Turn off and on again whatever ``%load_ext greenjupyter`` hooked into the shell."""
+
+    def __init__(self, shell, load):
+        before = self._hooks(shell)
+        load()
+        after = self._hooks(shell)
+        self.shell = shell
+        self.added = {key: [h for h in hooks if h not in before.get(key, [])] for key, hooks in after.items()}
+        self.added = {key: hooks for key, hooks in self.added.items() if hooks}
+        assert self.added, "the extension hooked nothing into the shell"
+
+    @staticmethod
+    def _hooks(shell) -> dict:
+        hooks = {("event", name): list(callbacks) for name, callbacks in shell.events.callbacks.items()}
+        hooks.update({("list", name): list(getattr(shell, name, [])) for name in SHELL_HOOK_LISTS})
+        return hooks
+
+    def off(self):
+        for (kind, name), hooks in self.added.items():
+            for hook in hooks:
+                if kind == "event":
+                    self.shell.events.unregister(name, hook)
+                else:
+                    getattr(self.shell, name).remove(hook)
+
+    def on(self):
+        for (kind, name), hooks in self.added.items():
+            for hook in hooks:
+                if kind == "event":
+                    self.shell.events.register(name, hook)
+                else:
+                    getattr(self.shell, name).append(hook)
+
+
+def time_cells(shell, n) -> list[float]:
+    """Run ``n`` empty cells; return each one's time in µs."""
+    clock, run, out = time.perf_counter_ns, shell.run_cell, []
     for _ in range(n):
         t0 = clock()
-        trigger("pre_run_cell", info)
-        trigger("post_run_cell", result)
+        run("pass", store_history=False)
         out.append((clock() - t0) / 1000)
     return out
 
 
-def time_hook_pair_finished(shell, recorder, info, result, n):
-    """The hook pair plus ``recorder.finish()``: all per-cell work, wherever the product runs it."""
-    trigger, finish, clock = shell.events.trigger, recorder.finish, time.perf_counter_ns
-    out = []
-    for _ in range(n):
-        t0 = clock()
-        trigger("pre_run_cell", info)
-        trigger("post_run_cell", result)
-        finish()
-        out.append((clock() - t0) / 1000)
+def check_switch(shell, switch):
+    """Fail unless cells are recorded with the extension on and not with it off."""
+    import greenjupyter
+
+    time_cells(shell, 3)
+    last = greenjupyter.cells()[-1]
+    switch.off()
+    time_cells(shell, 3)
+    assert greenjupyter.cells()[-1] is last, "a cell was recorded with the extension switched off"
+    switch.on()
+    time_cells(shell, 3)
+    assert greenjupyter.cells()[-1] is not last, "no cell was recorded with the extension switched on"
+
+
+def overhead(on_rounds, off_rounds) -> dict:
+    """Per-cell overhead of ``on_rounds`` against the paired ``off_rounds`` (see the module's docstring)."""
+    excess, jitter, round_diffs = [], [], []
+    for on, off in zip(on_rounds, off_rounds):
+        base = statistics.median(off)
+        excess += [t - base for t in on]
+        jitter += [t - base for t in off]
+        round_diffs.append(statistics.median(on) - base)
+    result = {q: percentile(excess, q) - percentile(jitter, q) for q in (50, 90, 99)}
+    return {"p50": result[50], "p90": result[90], "p99": result[99],
+            "p99_excess_raw": percentile(excess, 99), "p99_jitter_off": percentile(jitter, 99),
+            "median_of_round_diffs": statistics.median(round_diffs),
+            "round_diffs_min": min(round_diffs), "round_diffs_max": max(round_diffs)}
+
+
+def measure(with_codecarbon: bool) -> dict:
+    """The interleaved run in this process; return the raw figures."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import greenjupyter
+
+    shell = InteractiveShell.instance()
+    switch = ExtensionSwitch(shell, lambda: shell.run_line_magic("load_ext", "greenjupyter"))
+    check_switch(shell, switch)
+    components = tuple(greenjupyter.cells()[-1].measurement.components)
+    print(f"components measured: {', '.join(components)}", file=sys.stderr)
+    assert sorted(components) == sorted(_hardware.RAPL_ONLY), f"the meter does not use the simulated RAPL zones alone: {components}"
+
+    tracker = None
+    if with_codecarbon:
+        import _codecarbon
+
+        tracker, version = _codecarbon.tracker()
+        start_task = lambda info: tracker.start_task()  # noqa: E731
+        stop_task = lambda result: tracker.stop_task()  # noqa: E731
+
+    time_cells(shell, 1000)  # warm-up
+    rounds = {"on": [], "off": [], "codecarbon": []}
+    started = time.perf_counter()
+    for _ in range(ROUNDS):
+        rounds["on"].append(time_cells(shell, CELLS)[WARM:])
+        switch.off()
+        rounds["off"].append(time_cells(shell, CELLS)[WARM:])
+        if tracker is not None:
+            shell.events.register("pre_run_cell", start_task)
+            shell.events.register("post_run_cell", stop_task)
+            rounds["codecarbon"].append(time_cells(shell, CELLS)[WARM:])
+            shell.events.unregister("pre_run_cell", start_task)
+            shell.events.unregister("post_run_cell", stop_task)
+        switch.on()
+    seconds = time.perf_counter() - started
+
+    out = {"ours": overhead(rounds["on"], rounds["off"]), "seconds": seconds,
+           "off_cell_median_us": statistics.median(t for r in rounds["off"] for t in r),
+           "on_cell_median_us": statistics.median(t for r in rounds["on"] for t in r),
+           "cells_per_config": ROUNDS * (CELLS - WARM)}
+    if tracker is not None:
+        out["codecarbon"] = overhead(rounds["codecarbon"], rounds["off"])
+        out["codecarbon_version"] = version
+        tracker.stop()
     return out
 
 
-def time_run_cell(shell, n):
-    clock, out = time.perf_counter_ns, []
-    for _ in range(n):
-        t0 = clock()
-        shell.run_cell("pass", store_history=False)
-        out.append((clock() - t0) / 1000)
-    return out
+def wait_for_history(expected: int, timeout_s: float = 10.0) -> int:
+    """Return how many cells the history database holds once it has ``expected`` (or after timeout_s)."""
+    import greenjupyter
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        gc.collect()
+        stored = len(greenjupyter.history())
+        if stored >= expected or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.25)
 
 
-def gc_watch(pauses: list):
-    """Record (generation, pause µs) of every garbage collection, to explain the worst cases."""
-    started = {}
-
-    def callback(phase, info):
-        if phase == "start":
-            started["t"] = time.perf_counter_ns()
-        else:
-            pauses.append((info["generation"], (time.perf_counter_ns() - started["t"]) / 1000))
-    gc.callbacks.append(callback)
+def meter_alone() -> dict:
+    """The same run with db_path=off, in a child process; return its figures."""
+    out = subprocess.run([sys.executable, __file__, "--meter-alone"], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"the db_path=off run failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
-    _hardware.install(rapl=True, gpus=True)
-    from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
+    if "--meter-alone" in sys.argv:
+        _hardware.install(rapl=True, gpus=False)
+        os.environ["GREENJUPYTER_DB_PATH"] = "off"
+        print(json.dumps(measure(with_codecarbon=False)))
+        return
 
-    from greenjupyter.ipython.extension import current_recorder
+    _hardware.install(rapl=True, gpus=False)
+    result = measure(with_codecarbon=True)
+    ours, cc = result["ours"], result["codecarbon"]
+    stored = wait_for_history(result["cells_per_config"])
+    assert stored >= result["cells_per_config"], f"only {stored} cells reached the history database"
+    alone = meter_alone()["ours"]
 
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "greenjupyter")
-    recorder = current_recorder()
-    assert recorder is not None, "the extension did not load"
-    _hardware.check_components(recorder.meter)
-
-    info = ExecutionInfo("pass", store_history=False, silent=False, shell_futures=True, cell_id=None)
-    result = ExecutionResult(info)
-    result.execution_count = 1
-    time_hook_pair(shell, info, result, WARMUP)
-    time_run_cell(shell, CELLS_PER_ROUND)  # warm-up
-    # Interleaved rounds over several seconds: this machine's speed drifts by up to 2x for
-    # seconds at a time, and a single burst would take whichever spell it fell into.
-    us, bare, with_ext, without_ext, round_p50, pauses = [], [], [], [], [], []
-    gc_watch(pauses)
-    cells_before = recorder.totals.cells
-    for _ in range(ROUNDS):
-        part = time_hook_pair(shell, info, result, N // ROUNDS)
-        us += part
-        round_p50.append(percentile(part, 50))
-        with_ext += time_run_cell(shell, CELLS_PER_ROUND)
-        recorder.unregister()
-        bare += time_hook_pair(shell, info, result, N // ROUNDS)  # no callback: IPython's own share
-        without_ext += time_run_cell(shell, CELLS_PER_ROUND)
-        recorder.register()
-    assert recorder.totals.cells - cells_before == N + ROUNDS * CELLS_PER_ROUND, "a cell went unrecorded"
-    finished = time_hook_pair_finished(shell, recorder, info, result, N // 4)
-    # The same pair with the history database off (db_path=off): the meter alone.
-    store, recorder.store = recorder.store, None
-    meter_only = time_hook_pair(shell, info, result, N // 2)
-    recorder.store = store
-    assert store is not None and not store.failed, "the history database was not in use"
-    measured = recorder.records[-1].measurement
-    assert set(measured.components) == set(_hardware.EXPECTED), measured.components
-
-    p50, p90, p99, worst = (percentile(us, q) for q in (50, 90, 99, 100))
-    print(f"hook pair (history database on) over {N} empty cells: p50 {p50:.1f} µs, p90 {p90:.1f} µs, p99 {p99:.1f} µs, max {worst:.1f} µs")
-    print(f"p50 of each round of {N // ROUNDS}: min {min(round_p50):.1f} µs, max {max(round_p50):.1f} µs (machine drift)")
-    mean, stalls = statistics.mean(us), sum(u > 1000 for u in us)
-    print(f"hook pair mean {mean:.1f} µs; {stalls} pairs over 1 ms; with finish() each time (all per-cell work): "
-          f"p50 {percentile(finished, 50):.1f} µs")
-    longest = max(pauses, key=lambda p: p[1], default=(None, 0.0))
-    print(f"garbage collections during the run: {len(pauses)} (gen 2: {sum(g == 2 for g, _ in pauses)}), "
-          f"longest {longest[1]:.0f} µs (gen {longest[0]})")
-    print(f"same trigger pair with no callback: p50 {percentile(bare, 50):.2f} µs")
-    run_on, run_off = statistics.median(with_ext), statistics.median(without_ext)
-    print(f"run_cell('pass') median: {run_on:.1f} µs with the extension, {run_off:.1f} µs without "
-          f"(+{run_on - run_off:.1f} µs)")
-    only50, only99 = percentile(meter_only, 50), percentile(meter_only, 99)
-    print(f"meter alone (db_path=off): p50 {only50:.1f} µs, p99 {only99:.1f} µs")
+    ratio = cc["p50"] / ours["p50"] if ours["p50"] > 0 else float("inf")
+    print(f"{ROUNDS} rotations of {CELLS} empty cells each (first {WARM} of each not counted), "
+          f"{result['seconds']:.0f} s; run_cell('pass') median {result['off_cell_median_us']:.1f} µs without "
+          f"the extension, {result['on_cell_median_us']:.1f} µs with it")
+    for label, o in (("greenjupyter, default", ours), ("greenjupyter, db_path=off", alone),
+                     (f"CodeCarbon {result['codecarbon_version']} task pair", cc)):
+        print(f"{label:<34} p50 {o['p50']:8.1f} µs  p90 {o['p90']:8.1f} µs  p99 {o['p99']:8.1f} µs  "
+              f"(per-round difference of medians: median {o['median_of_round_diffs']:.1f}, "
+              f"range {o['round_diffs_min']:.1f} to {o['round_diffs_max']:.1f} µs)")
+    print(f"CodeCarbon / greenjupyter at p50: {ratio:.1f}x; history database holds {stored} cells")
     save("cell_overhead", [
-        figure("hook pair p50, meter alone (db_path=off)", only50, "µs", 20),
-        figure("hook pair p99, meter alone (db_path=off)", only99, "µs", 100),
-        figure("hook pair p50 with the history database (default)", p50, "µs"),
-        figure("hook pair p99 with the history database (default)", p99, "µs"),
-        figure("hook pair p90", p90, "µs"),
-        figure("hook pair max", worst, "µs"),
-        figure("hook pair mean", mean, "µs"),
-        figure("hook pair + finish() p50 (all per-cell work)", percentile(finished, 50), "µs"),
-        figure("run_cell('pass') median, extension on − off", run_on - run_off, "µs"),
-    ], {
-        "n": N, "warmup": WARMUP, "components": list(recorder.meter.components),
-        "hook_pair_us": {"p50": p50, "p90": p90, "p99": p99, "max": worst, "mean": mean, "over_1ms": stalls},
-        "hook_pair_finished_p50_us": percentile(finished, 50),
-        "round_p50_us": round_p50,
-        "gc_pauses": {"count": len(pauses), "gen2": sum(g == 2 for g, _ in pauses), "longest_us": longest[1]},
-        "bare_trigger_pair_p50_us": percentile(bare, 50),
-        "run_cell_median_us": {"with": run_on, "without": run_off, "cells_each": ROUNDS * CELLS_PER_ROUND},
-    })
+        figure("per-cell overhead p50, default configuration (history on)", ours["p50"], "µs", 25),
+        figure("per-cell overhead p99, default configuration (history on)", ours["p99"], "µs", 100),
+        figure("per-cell overhead p50, meter alone (db_path=off)", alone["p50"], "µs", readme=True),
+        figure("per-cell overhead p99, meter alone (db_path=off)", alone["p99"], "µs", readme=True),
+        figure("CodeCarbon start_task + stop_task per cell, p50", cc["p50"], "µs", readme=True),
+        figure("CodeCarbon start_task + stop_task per cell, p99", cc["p99"], "µs", readme=True),
+        figure("CodeCarbon task pair / greenjupyter default, at p50", ratio, "×", lower=20),
+        figure("run_cell('pass') median without the extension", result["off_cell_median_us"], "µs",
+               readme=True),
+    ], {"rounds": ROUNDS, "cells_per_round": CELLS, "uncounted_per_round": WARM, "components": list(_hardware.RAPL_ONLY),
+        "default": ours, "meter_alone": alone, "codecarbon": cc, "codecarbon_version": result["codecarbon_version"],
+        "run_cell_median_us": {"off": result["off_cell_median_us"], "on": result["on_cell_median_us"]},
+        "history_rows": stored, "seconds": result["seconds"]})
 
 
 if __name__ == "__main__":

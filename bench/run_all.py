@@ -3,15 +3,21 @@
     .venv/bin/python bench/run_all.py [name ...]
 
 Exits 1 when a benchmark script failed or a figure missed its target. The table is also
-written to bench/results/summary.md.
+written to bench/results/summary.md, and everything to bench/results/latest.json (committed):
+the machine, the Python, the greenjupyter commit ("+dirty" when tracked files had changes, which
+are listed), the date, and every benchmark's figures with their targets and pass/fail.
+``bench/readme_table.py`` then writes the README's table from latest.json.
 """
 
+import datetime
 import json
 import subprocess
 import sys
 import time
 
 from _report import RESULTS, machine
+
+LATEST = RESULTS / "latest.json"
 
 BENCHMARKS = ["cell_overhead", "load_time", "sampler_cpu", "memory_growth", "panel_redraw", "codecarbon_compare"]
 
@@ -27,9 +33,23 @@ def busy_percent(seconds: float = 1.0) -> float:
     return 100.0 * (1 - (idle1 - idle0) / max(1, total1 - total0))
 
 
+def commit() -> tuple[str, list[str]]:
+    """Return (HEAD's commit, "+dirty" appended when tracked files differ from it; those files)."""
+    root = RESULTS.parent.parent
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout
+
+    head = git("rev-parse", "HEAD").strip() or "unknown"
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return (head + "+dirty" if changed else head), changed
+
+
 def main(names):
     RESULTS.mkdir(exist_ok=True)
-    crashed, busy = {}, {}
+    crashed, busy, seconds = {}, {}, {}
+    head, changed = commit()
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for name in names:
         busy[name] = busy_percent()
         (RESULTS / f"{name}.json").unlink(missing_ok=True)
@@ -37,13 +57,13 @@ def main(names):
         started = time.perf_counter()
         rc = subprocess.run([sys.executable, str(RESULTS.parent / f"{name}.py")], cwd=RESULTS.parent.parent,
                             timeout=900).returncode
-        print(f"({name}: {time.perf_counter() - started:.0f} s, exit {rc}; CPUs {busy[name]:.0f}% busy just before)",
-              flush=True)
+        seconds[name] = time.perf_counter() - started
+        print(f"({name}: {seconds[name]:.0f} s, exit {rc}; CPUs {busy[name]:.0f}% busy just before)", flush=True)
         if rc != 0:
             crashed[name] = rc
 
     m = machine()
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}", "",
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; greenjupyter {head}, {date}", "",
              "| benchmark | figure | target | result | pass/fail |", "|---|---|---|---|---|"]
     failed = bool(crashed)
     for name in names:
@@ -61,6 +81,21 @@ def main(names):
     table = "\n".join(lines)
     print("\n" + table)
     (RESULTS / "summary.md").write_text(table + "\n")
+
+    benchmarks = {}
+    for name in names:
+        entry = {"seconds": round(seconds[name], 1), "cpus_busy_before_percent": round(busy[name], 1)}
+        if name in crashed:
+            entry.update(exit=crashed[name], figures=[])
+        else:
+            result = json.loads((RESULTS / f"{name}.json").read_text())
+            entry.update(exit=0, figures=result["figures"], details=result["details"])
+        benchmarks[name] = entry
+    LATEST.write_text(json.dumps({
+        "command": "bench/run_all.py " + " ".join(names), "date": date, "machine": m,
+        "greenjupyter_commit": head, "changed_files": changed, "passed": not failed,
+        "benchmarks": benchmarks}, indent=1, ensure_ascii=False) + "\n")
+    print(f"written to {LATEST.relative_to(RESULTS.parent.parent)}; bench/readme_table.py puts it in README.md")
     return 1 if failed else 0
 
 
