@@ -19,6 +19,12 @@ def printable(text) -> str:
     return _UNPRINTABLE.sub(_escape, "" if text is None else str(text))
 
 
+def short_repr(value, limit: int = 60) -> str:
+    """Return repr(value), cut short: a message names a value, it does not repeat a megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}…{text[-10:]} ({len(text)} characters)"
+
+
 def _escape(match) -> str:
     c = match.group()
     return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")

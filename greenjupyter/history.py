@@ -6,6 +6,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from .errors import ConfigError, GreenJupyterError
+from .format import short_repr
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -47,22 +48,16 @@ def parse_since(since) -> datetime | None:
     else:
         match = _SPAN.match(str(since))
         if not match:
-            raise ConfigError(f"since={_shown(since)} is not understood; accepted: {ACCEPTED}")
+            raise ConfigError(f"since={short_repr(since)} is not understood; accepted: {ACCEPTED}")
         try:
             span = timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
         except OverflowError:  # longer than timedelta's 999,999,999 days
             span = timedelta.max
     if span < timedelta(0):
-        raise ConfigError(f"since={_shown(since)} is a span into the future; accepted: {ACCEPTED}")
+        raise ConfigError(f"since={short_repr(since)} is a span into the future; accepted: {ACCEPTED}")
     if span > MAX_SPAN:
-        raise ConfigError(f"since={_shown(since)} reaches back more than 2,000 years; accepted: {ACCEPTED}")
+        raise ConfigError(f"since={short_repr(since)} reaches back more than 2,000 years; accepted: {ACCEPTED}")
     return datetime.now(timezone.utc) - span
-
-
-def _shown(value) -> str:
-    """Return repr(value), cut short: a message should name the value, not repeat a megabyte of it."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}…{text[-10:]} ({len(text)} characters)"
 
 
 def history(notebook: str | None = None, since=None) -> History:

@@ -132,11 +132,66 @@ def test_cell_magic_measures_and_reraises_a_failing_cell(shell):
         ("cells -n 0", "-n 0 must be a positive number of cells"),
         ("cells -n many", "invalid int value: 'many'"),
         ("--frobnicate", "unrecognized arguments: --frobnicate"),
+        # A quote without its pair was a raw ValueError from shlex.
+        ("'", "cannot read the arguments \"'\": No closing quotation; quote a value with spaces in a matching pair"),
+        ('report "html', "cannot read the arguments 'report \"html': No closing quotation"),
+        ("config region=FR\\", "cannot read the arguments .*: No escaped character"),
+        # Options that the line magic ignored before.
+        ("--region FR", "--region applies only to the cell magic \\(%%carbon --region ... on a cell's first line\\), not to %carbon totals"),
+        ("cells -q", "-q applies only to the cell magic"),
+        ("report -o m", "-o applies only to the cell magic .*, not to %carbon report"),
+        ("sources --stop", "--stop applies only to %carbon budget, not to %carbon sources"),
+        ("cells --format html", "--format applies only to %carbon report, not to %carbon cells"),
+        ("report -n 3", "-n applies only to %carbon cells, not to %carbon report"),
+        ("budget --stop", "--stop needs an amount: %carbon budget 50g --stop"),
+        ("budget clear --stop", "--stop goes with an amount, not with clear"),
+        ("report --format pdf", "unknown summary format 'pdf'; accepted: markdown, latex, html, text"),
     ],
 )
 def test_bad_arguments_are_usage_errors(shell, line, message):
     with pytest.raises(UsageError, match=message):
         shell.run_line_magic("carbon", line)
+
+
+def test_a_quote_without_its_pair_in_a_cell_is_a_usage_error_and_the_next_cell_is_measured(shell, capsys):
+    result = run(shell, "%%carbon '\nx = 1")
+    assert isinstance(result.error_in_exec, UsageError) and "No closing quotation" in str(result.error_in_exec)
+    assert "Traceback" not in capsys.readouterr().err
+    assert run(shell, "y = 2").success and greenjupyter.cells()[-1].source_preview == "y = 2"
+
+
+def test_quoted_words_lose_their_quotes(shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run(shell, "x = 1")
+    shell.run_line_magic("carbon", 'export "my cells.csv"')
+    shell.run_line_magic("carbon", "budget '50 g' --stop")
+    assert (tmp_path / "my cells.csv").exists()
+    assert extension.current_recorder().budget.limit == 50.0
+    shell.run_line_magic("carbon", "budget clear")
+
+
+@pytest.mark.parametrize("name", ["__builtins__", "_", "_ih", "In", "Out", "get_ipython", "exit", "quit",
+                                  "print", "len", "open", "ｐｒｉｎｔ", "class", "None"])
+def test_the_cell_magic_refuses_a_name_that_would_break_the_shell(shell, name):
+    with pytest.raises(UsageError, match=f"-o {name!r}|-o .* is not a valid variable name"):
+        shell.run_cell_magic("carbon", f"-o {name}", "pass")
+    # Every later cell still runs.
+    assert run(shell, "z = sum([1, 2])").success and shell.user_ns["z"] == 3
+    assert run(shell, "print(len('ok'))").success
+
+
+def test_the_cell_magic_refuses_options_of_line_actions(shell):
+    for line, message in [("--stop", "--stop applies only to %carbon budget, not to %%carbon"),
+                          ("--format html", "--format applies only to %carbon report, not to %%carbon"),
+                          ("-n 3", "-n applies only to %carbon cells, not to %%carbon")]:
+        with pytest.raises(UsageError, match=message):
+            shell.run_cell_magic("carbon", line, "pass")
+
+
+def test_the_cell_magic_keeps_a_result_under_a_normalised_name(shell):
+    shell.run_cell_magic("carbon", "-q -o ｍｅａｓｕｒｅｄ", "pass")  # Python reads this name as "measured"
+    assert isinstance(shell.user_ns["measured"], Measurement)
+    run(shell, "del measured")
 
 
 def test_bad_cell_magic_arguments(shell):
@@ -168,8 +223,9 @@ def test_totals_cells_and_sources(shell):
 
 
 def test_cells_history_and_budget_show_a_cells_control_characters_escaped(shell, capsys):
-    run(shell, 'title = "\x1b]0;pwned\x07"; clear = "\x1b[2J"; sum(range(10**6))')  # enough CPU to pass 1 mJ
-    run(shell, "%carbon budget 0.001J")
+    run(shell, "%carbon budget 0.05J")
+    run(shell, 'title = "\x1b]0;pwned\x07"; clear = "\x1b[2J"; sum(range(3 * 10**6))')  # ~0.2 J
+    greenjupyter.cells()  # records are finished (and the budget checked) when asked, or on the sampler's tick
     with capture_output() as captured:
         run(shell, "%carbon cells")
         run(shell, "%carbon history")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import builtins
+import keyword
 import os
+import unicodedata
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -23,6 +26,11 @@ from .extension import current_recorder
 ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor")
 # What each action takes after it; the others take nothing.
 TAKES = {"config": "NAME=VALUE pairs", "export": "a file name (.csv or .json)", "budget": "an amount, or clear"}
+# Options that only one action takes (line magic), with the action; and the cell magic's own.
+ACTION_OPTIONS = {"stop": ("--stop", "budget"), "format": ("--format", "report"), "last": ("-n", "cells")}
+CELL_OPTIONS = {"quiet": "-q", "output": "-o", "region": "--region"}
+# Names IPython itself needs in the user's namespace (besides those starting with _ and builtins).
+IPYTHON_NAMES = ("In", "Out", "get_ipython", "exit", "quit")
 
 
 @magics_class
@@ -38,11 +46,11 @@ class CarbonMagics(Magics):
         "monitor (live power as a widget)",
     )
     @argument("words", nargs="*", metavar="ARG", help="config: NAME=VALUE ...; export: FILE; budget: 50g, 2Wh or clear")
-    @argument("--format", default="markdown", help="with report: markdown (default), latex, html or text")
+    @argument("--format", help="with report: markdown (default), latex, html or text")
     @argument("--stop", action="store_true", help="with budget: stop running cells once it is passed")
     @argument("-q", "--quiet", action="store_true", help="cell magic: measure without showing the result")
     @argument("-o", "--output", metavar="NAME", help="cell magic: store the Measurement in the variable NAME")
-    @argument("-n", "--last", type=int, default=20, metavar="N", help="with cells: show the last N cells (default 20)")
+    @argument("-n", "--last", type=int, metavar="N", help="with cells: show the last N cells (default 20)")
     @argument("--region", metavar="REGION", help="cell magic: work out CO2e for this region instead (FR, US-CA, us-central1)")
     @line_cell_magic
     def carbon(self, line: str, cell: str | None = None):
@@ -64,29 +72,24 @@ class CarbonMagics(Magics):
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
         """
-        # Intermixed, so that options may come before or after the words: budget --stop 50g.
-        args = self.carbon.parser.parse_intermixed_args(arg_split(line))
+        args = self._parse(line)
         recorder = current_recorder()
         if recorder is None:
             raise UsageError("greenjupyter is not loaded: run %load_ext greenjupyter")
         if cell is not None:
             if args.action != "totals":
-                raise UsageError(f"%%carbon takes options only, not {args.action!r}; use it on its own line")
-            if args.output is not None and not args.output.isidentifier():
-                raise UsageError(f"-o {args.output!r} is not a valid variable name")
+                raise UsageError(f"%%carbon takes options only, not {fmt.short_repr(args.action)}; use it on its own line")
+            self._refuse_action_options(args, "%%carbon")
+            if args.output is not None:
+                args.output = self._check_name(args.output)
             if args.region is not None:
                 self._check_region(args.region)
             return self._measure_cell(cell, recorder, args)
-        if args.action not in ACTIONS:
-            raise UsageError(f"unknown action {args.action!r}; accepted: {', '.join(ACTIONS)}")
-        if args.last < 1:
-            raise UsageError(f"-n {args.last} must be a positive number of cells")
-        if args.words and args.action not in TAKES:
-            raise UsageError(f"unexpected {' '.join(args.words)!r}: %carbon {args.action} takes nothing more")
+        self._check_line_args(args)
         if args.action == "config":
             self._config(args.words)
         elif args.action == "report":
-            self._report(recorder, args.format)
+            self._report(recorder, args.format or "markdown")
         elif args.action == "export":
             self._export(recorder, args.words)
         elif args.action == "budget":
@@ -99,9 +102,57 @@ class CarbonMagics(Magics):
             recorder.meter.wait_ready()
             display(fmt.Text(str(recorder.meter.detection)))
         elif args.action == "cells":
-            display(fmt.Text(fmt.cells_text(list(recorder.records)[-args.last:])))
+            display(fmt.Text(fmt.cells_text(list(recorder.records)[-(args.last or 20):])))
         else:
             display(fmt.Text(fmt.totals_text(recorder.totals, runtime.current_grid(), runtime.get_settings().units)))
+
+    def _parse(self, line: str):
+        """Return the parsed arguments; a quote without its pair is a UsageError, as any bad argument."""
+        try:
+            # Quotes are taken off as a POSIX shell does: export "my cells.csv" is one name.
+            words = arg_split(line, posix=os.name == "posix")
+        except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
+            raise UsageError(f"cannot read the arguments {fmt.short_repr(line)}: {error}; "
+                             "quote a value with spaces in a matching pair of ' or \"") from None
+        # Intermixed, so that options may come before or after the words: budget --stop 50g.
+        return self.carbon.parser.parse_intermixed_args(words)
+
+    def _check_line_args(self, args) -> None:
+        """Refuse what %carbon ACTION would otherwise ignore, naming where it applies."""
+        if args.action not in ACTIONS:
+            raise UsageError(f"unknown action {fmt.short_repr(args.action)}; accepted: {', '.join(ACTIONS)}")
+        for name, option in CELL_OPTIONS.items():
+            if getattr(args, name) not in (None, False):
+                raise UsageError(f"{option} applies only to the cell magic (%%carbon {option} ... on a cell's "
+                                 f"first line), not to %carbon {args.action}")
+        self._refuse_action_options(args, f"%carbon {args.action}", args.action)
+        if args.last is not None and args.last < 1:
+            raise UsageError(f"-n {args.last} must be a positive number of cells")
+        if args.words and args.action not in TAKES:
+            raise UsageError(f"unexpected {fmt.short_repr(' '.join(args.words))}: %carbon {args.action} takes nothing more")
+        if args.stop and not args.words:
+            raise UsageError("--stop needs an amount: %carbon budget 50g --stop")
+        if args.stop and args.words == ["clear"]:
+            raise UsageError("--stop goes with an amount, not with clear: %carbon budget 50g --stop")
+
+    def _refuse_action_options(self, args, where: str, action: str | None = None) -> None:
+        for name, (option, wanted) in ACTION_OPTIONS.items():
+            if getattr(args, name) not in (None, False) and action != wanted:
+                raise UsageError(f"{option} applies only to %carbon {wanted}, not to {where}")
+
+    def _check_name(self, name: str) -> str:
+        """Return the variable name -o may set, or raise UsageError if it would break the shell."""
+        given, name = name, unicodedata.normalize("NFKC", name)  # as Python reads it: ｐｒｉｎｔ is print
+        shown = fmt.short_repr(given) + (f" (read by Python as {name!r})" if name != given else "")
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise UsageError(f"-o {shown} is not a valid variable name")
+        if (name.startswith("_") or name in IPYTHON_NAMES or hasattr(builtins, name)
+                or name in self.shell.user_ns_hidden):
+            raise UsageError(
+                f"-o {shown} would hide a name that Python or IPython needs; accepted: a variable name that "
+                f"does not start with _ and is not a builtin or one of {', '.join(IPYTHON_NAMES)}, e.g. -o m"
+            )
+        return name
 
     def _report(self, recorder, form: str) -> None:
         from IPython.display import HTML, Latex, Markdown
@@ -128,7 +179,8 @@ class CarbonMagics(Magics):
         from .. import export
 
         if len(words) != 1:
-            raise UsageError("%carbon export takes one file name, e.g. %carbon export emissions.csv (or .json)")
+            raise UsageError("%carbon export takes one file name, e.g. %carbon export emissions.csv (or .json); "
+                             "quote a name with spaces")
         try:
             export.export(list(recorder.records), words[0])
         except (ConfigError, OSError) as error:
@@ -218,9 +270,10 @@ class CarbonMagics(Magics):
         if recorder.pid != os.getpid():  # a forked child: the meter is the parent's, maybe locked
             return
         try:
-            energy = meter.end(window)
+            stop = meter.snapshot()
+            energy = meter.measurement(window, stop)
             measurement = runtime.with_carbon(energy)
-            recorder.use_for_this_cell(measurement)
+            recorder.use_for_this_cell(measurement, window, stop)
             if args.region is not None:
                 measurement = runtime.with_carbon(energy, args.region)
         except Exception as error:  # the cell has run; its result or error must come through
