@@ -1,6 +1,8 @@
 """Live grid intensity against a real HTTP server on 127.0.0.1 that answers like each API, or fails."""
 
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -30,13 +32,21 @@ class Api:
         self.release = threading.Event()
         self.requests = []  # (path, headers)
         self.base = ""
+        self.paths = {}  # exact path -> (status, body, headers), before em/uk
+        self.raw = None  # a function(handler) that writes the whole answer itself, for hostile servers
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         api = self.server.api
         api.requests.append((self.path, self.headers))
-        status, body, headers = api.em if self.path.startswith("/v3/") else api.uk
+        if api.raw is not None:
+            try:
+                api.raw(self)
+            except OSError:  # the client cut the connection, as it should
+                pass
+            return
+        status, body, headers = api.paths.get(self.path) or (api.em if self.path.startswith("/v3/") else api.uk)
         if api.slow:
             api.release.wait(3)
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -60,6 +70,24 @@ class Server(ThreadingHTTPServer):
         pass
 
 
+@contextlib.contextmanager
+def serving():
+    """A local server on its own port of 127.0.0.1; two of them stand for two hosts."""
+    state = Api()
+    server = Server(("127.0.0.1", 0), Handler)
+    server.api = state
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(2)
+
+
 @pytest.fixture
 def api(monkeypatch):
     # Never through a proxy: the server is local.
@@ -68,17 +96,15 @@ def api(monkeypatch):
     for name in live.TOKEN_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ELECTRICITYMAPS_TOKEN", TOKEN)
-    state = Api()
-    server = Server(("127.0.0.1", 0), Handler)
-    server.api = state
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    state.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(2)
+    with serving() as state:
+        yield state
+
+
+@pytest.fixture
+def other():
+    """A second server: another origin (same address, another port)."""
+    with serving() as state:
+        yield state
 
 
 @pytest.fixture
@@ -204,7 +230,7 @@ FAILURES = {
     "500": ((500, b"oops", {}), "http-error", "HTTP 500"),
     "garbage": ((200, b"<html>not json", {}), "bad-response", "not JSON"),
     "no-field": ((200, {"zone": "FR"}, {}), "bad-response", "carbonIntensity missing"),
-    "negative": ((200, {**EM_OK, "carbonIntensity": -5}, {}), "bad-response", "-5"),
+    "negative": ((200, {**EM_OK, "carbonIntensity": -5}, {}), "implausible", "-5"),
     "string": ((200, {**EM_OK, "carbonIntensity": "56"}, {}), "bad-response", "not a number"),
     "slow": (None, "timeout", "no answer within 0.3 s"),
     "refused": (None, "unreachable", "cannot connect"),
@@ -289,3 +315,183 @@ def test_a_reading_too_old_to_trust_gives_way_to_the_embedded_average(api):
     api.em = (500, b"down", {})
     time.sleep(0.35)
     assert intensity.current() is None  # no fetch could refresh it in time
+
+
+# --- a hostile or broken server ---------------------------------------------------------------
+
+
+def failure_of(provider, timeout_s=3.0):
+    """The LiveFailure one synchronous fetch ends with."""
+    with pytest.raises(live.LiveFailure) as caught:
+        live.fetch(provider, timeout_s)
+    return caught.value
+
+
+def test_a_redirect_to_another_origin_gets_neither_the_token_nor_trust(api, other, said, capsys):
+    other.em = (200, {**EM_OK, "carbonIntensity": 999}, {})
+    api.em = (302, b"", {"Location": f"{other.base}/v3/carbon-intensity/latest?zone=FR"})
+    intensity = live.make_live("electricitymaps", "FR", base=api.base)
+    assert fetched(intensity) is None  # the other host's 999 is never used
+    assert all(headers.get("auth-token") is None for _, headers in other.requests)
+    [(key, message)] = said
+    assert key == "live:electricitymaps:redirect" and "HTTP 302" in message and "embedded average for FR" in message
+    # localhost on the same port is still another origin: names are not resolved to decide.
+    api.em = (301, b"", {"Location": api.base.replace("127.0.0.1", "localhost") + "/v3/x"})
+    assert failure_of(intensity.provider).kind == "redirect"
+    assert TOKEN not in capsys.readouterr().err
+
+
+def test_a_redirect_within_the_origin_is_followed(api):
+    api.em = (302, b"", {"Location": "/v3/moved?zone=FR"})
+    api.paths["/v3/moved?zone=FR"] = (200, {**EM_OK, "carbonIntensity": 42}, {})
+    reading = live.fetch(live.ElectricityMaps("FR", api.base), 3.0)
+    assert reading.g_per_kwh == 42.0
+    assert [path for path, _ in api.requests] == ["/v3/carbon-intensity/latest?zone=FR", "/v3/moved?zone=FR"]
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["http://198.51.100.7", "http://api.electricitymaps.com", "file:///etc", "ftp://127.0.0.1", "http://[::ffff:198.51.100.7]"],
+)
+def test_the_token_is_never_sent_over_plain_http(base, api, said):
+    # No connection is tried at all: 198.51.100.0/24 is a documentation range that would hang.
+    t0 = time.monotonic()
+    failure = failure_of(live.ElectricityMaps("FR", base))
+    assert failure.kind == "insecure" and "https" in failure.detail and time.monotonic() - t0 < 0.5
+    intensity = live.make_live("electricitymaps", "FR", base=base)
+    assert fetched(intensity) is None
+    [(key, message)] = said
+    assert key == "live:electricitymaps:insecure" and TOKEN not in message
+
+
+def test_plain_http_is_allowed_to_loopback_only(api):
+    # What the other tests rely on: http to 127.0.0.0/8 or [::1] never leaves the machine.
+    assert live.fetch(live.ElectricityMaps("FR", api.base), 3.0).g_per_kwh == 56.0
+    assert live.fetch(live.UKCarbonIntensity("GB", api.base), 3.0).g_per_kwh == 131.0
+    assert live.is_loopback("127.0.0.2") and live.is_loopback("::1") and not live.is_loopback("localhost")
+
+
+def test_uk_over_plain_http_to_another_host_is_refused():
+    assert failure_of(live.UKCarbonIntensity("GB", "http://198.51.100.7")).kind == "insecure"
+
+
+def flood(chunks: int, declared: bool):
+    """A raw answer of ``chunks`` MiB, with or without a Content-Length; stops when the client hangs up."""
+    def answer(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        if declared:
+            handler.send_header("Content-Length", str(chunks << 20))
+        handler.end_headers()
+        block = b'{"carbonIntensity": 56, "pad": "' + b"x" * ((1 << 20) - 33)
+        for _ in range(chunks):
+            handler.wfile.write(block)
+    return answer
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
+def test_a_50_mb_answer_is_refused_after_at_most_1_mib(api, said, declared):
+    api.raw = flood(50, declared)
+    failure = failure_of(live.ElectricityMaps("FR", api.base))
+    assert failure.kind == "too-large" and "1,048,576 bytes" in failure.detail
+    if declared:
+        assert "52,428,800" in failure.detail
+    intensity = live.make_live("electricitymaps", "FR", base=api.base)
+    assert fetched(intensity) is None
+    [(key, _)] = said
+    assert key == "live:electricitymaps:too-large"
+
+
+def drip(where: str):
+    """A server that sends one byte a second, in its status line or in its body, for up to 60 s."""
+    def answer(handler):
+        head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n"
+        body = b'{"carbonIntensity": 56' + b" " * 37 + b"}"
+        data = head + body if where == "status line" else body
+        if where == "body":
+            handler.wfile.write(head)
+        for i in range(len(data)):
+            handler.wfile.write(data[i : i + 1])
+            handler.wfile.flush()
+            if handler.server.api.release.wait(1.0):  # the test is over
+                return
+    return answer
+
+
+# The deadline cuts the connection at timeout_s; what remains is waking a blocked thread and
+# unwinding, milliseconds even on a busy 2-core machine, so 1 s of margin is generous, and far
+# below the 60 s the drip would last with a per-read timeout (each byte arrives within 1 s < 2 s).
+DRIP_TIMEOUT_S = 2.0
+DRIP_MARGIN_S = 1.0
+
+
+@pytest.mark.parametrize("where", ["status line", "body"])
+def test_one_deadline_per_fetch_even_if_bytes_keep_trickling(api, where):
+    api.raw = drip(where)
+    t0 = time.monotonic()
+    failure = failure_of(live.ElectricityMaps("FR", api.base), DRIP_TIMEOUT_S)
+    took = time.monotonic() - t0
+    assert failure.kind == "timeout" and failure.detail == "no answer within 2 s"
+    assert took < DRIP_TIMEOUT_S + DRIP_MARGIN_S, f"gave up after {took:.2f} s"
+
+
+def open_sockets():
+    return sum("socket:" in os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if fd.isdigit()
+               and os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts sockets through /proc")
+def test_the_deadline_leaves_no_thread_or_connection_behind(api):
+    before = {t.ident for t in threading.enumerate()}
+    sockets = open_sockets()
+    api.em = (200, EM_OK, {})
+    for _ in range(3):
+        live.fetch(live.ElectricityMaps("FR", api.base), 3.0)
+    api.raw = drip("body")
+    assert failure_of(live.ElectricityMaps("FR", api.base), 0.3).kind == "timeout"
+
+    def left():
+        return [t.name for t in threading.enumerate() if t.ident not in before and t.name.startswith("greenjupyter")]
+
+    # A cancelled timer's thread ends at once; the server's side of the drip notices the cut at its
+    # next byte, within 1 s. 3 s allow for a busy machine.
+    deadline = time.monotonic() + 3
+    while (left() or open_sockets() > sockets) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert left() == [] and open_sockets() <= sockets
+
+
+EM_BODY = b'{"zone": "FR", "carbonIntensity": %s}'
+UK_BODY = b'{"data": [{"from": "2024-05-01T09:30Z", "intensity": {"forecast": 100, "actual": %s}}]}'
+IMPLAUSIBLE = {
+    "NaN": (b"NaN", "implausible", "nan"),
+    "Infinity": (b"Infinity", "implausible", "inf"),
+    "1e308": (b"1e308", "implausible", "1e+308"),
+    "1e999": (b"1e999", "implausible", "inf"),
+    "huge-int": (b"1" + b"0" * 400, "implausible", "inf"),
+    "negative": (b"-5", "implausible", "-5"),
+    "above-2000": (b"2000.5", "implausible", "2000.5"),
+    "string": (b'"12"', "bad-response", "not a number"),
+    "true": (b"true", "bad-response", "not a number"),
+}
+
+
+@pytest.mark.parametrize("provider", ["electricitymaps", "ukci"])
+@pytest.mark.parametrize("case", IMPLAUSIBLE)
+def test_implausible_values_are_refused_with_one_notice(api, said, provider, case):
+    value, kind, shown = IMPLAUSIBLE[case]
+    body = (EM_BODY if provider == "electricitymaps" else UK_BODY) % value
+    api.em = api.uk = (200, body, {})
+    intensity = live.make_live(provider, "FR" if provider == "electricitymaps" else "GB", base=api.base, retry_s=0.0)
+    for _ in range(2):
+        assert fetched(intensity) is None  # the embedded figure stays in force
+    [(key, message)] = said
+    assert key == f"live:{provider}:{kind}" and shown in message and "embedded average" in message
+    if kind == "implausible":
+        assert "accepted: 0 to 2,000 g/kWh" in message
+
+
+@pytest.mark.parametrize("value", [0, 2000, 0.5])
+def test_the_bounds_themselves_are_plausible(api, value):
+    api.em = (200, {**EM_OK, "carbonIntensity": value}, {})
+    assert live.fetch(live.ElectricityMaps("FR", api.base), 3.0).g_per_kwh == value

@@ -6,7 +6,12 @@ keeps the last good value and is told once per kind. ``urllib.request`` is impor
 a fetch, so importing greenjupyter loads no network code.
 
 The Electricity Maps token is read from the environment at each fetch and goes only into the
-request header: it is never kept on an object, printed, or put in a message.
+request header: it is never kept on an object, printed, or put in a message. Requests go over
+https only (plain http only to a loopback address such as 127.0.0.1, which never leaves the
+machine: local tests and mirrors), a redirect is followed only within the configured origin
+(scheme, host and port), and a value is taken only from that origin, within 0 to 2,000 g/kWh.
+Each fetch has one deadline, ``timeout_s``, for connecting, TLS, headers and body together
+(name resolution aside), and an answer over ``MAX_BODY`` bytes is refused.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from datetime import datetime, timezone
 
 from ..errors import ConfigError
 from ..notices import notice
+from ..settings import LIMITS
 
 TOKEN_VARS = ("ELECTRICITYMAPS_TOKEN", "GREENJUPYTER_ELECTRICITYMAPS_TOKEN")
 MAX_BODY = 1 << 20  # a real answer is well under 1 KiB; never read an unbounded body
 MAX_RETRY_AFTER_S = 3600.0  # a server asking for more is not taken at its word
+PLAUSIBLE = LIMITS["intensity_g_per_kwh"]  # what a grid may emit: the range the setting itself accepts
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,17 @@ def _now() -> datetime:
 
 
 def _intensity(value, field: str) -> float:
-    """``value`` as g/kWh, or LiveFailure: it must be a finite number >= 0."""
+    """``value`` as g/kWh, or LiveFailure: a JSON number (not a string or boolean) within PLAUSIBLE."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LiveFailure("bad-response", f"{field} missing or not a number")
-    if not math.isfinite(value) or value < 0:
-        raise LiveFailure("bad-response", f"{field} = {value!r} is not a valid intensity")
-    return float(value)
+    try:
+        g_per_kwh = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        g_per_kwh = math.inf
+    if not PLAUSIBLE.holds(g_per_kwh):
+        low, high = PLAUSIBLE.low, PLAUSIBLE.high
+        raise LiveFailure("implausible", f"{field} = {g_per_kwh:g} g/kWh refused; accepted: {low:,g} to {high:,g} g/kWh")
+    return g_per_kwh
 
 
 def _token() -> str:
@@ -152,26 +164,162 @@ def _http_failure(provider, code: int, retry_after: str | None) -> LiveFailure:
     return LiveFailure("http-error", f"HTTP {code}")
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address literal of this machine (127.0.0.0/8, ::1); names are never resolved to decide."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of ``url``, the default port filled in; None when it has no usable one."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme.lower(), parts.hostname or ""
+        port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    return (scheme, host, port) if host and port else None
+
+
+def _trusted_origin(url: str) -> tuple[str, str, int]:
+    """The origin of ``url`` if requests may go there, else LiveFailure('insecure') before anything is sent."""
+    origin = _origin(url)
+    if origin is None or not (origin[0] == "https" or (origin[0] == "http" and is_loopback(origin[1]))):
+        where = url.partition("?")[0]
+        raise LiveFailure("insecure", f"{where!r} refused: accepted are https:// URLs, and http:// only to a loopback address")
+    return origin
+
+
+class _Deadline:
+    """One deadline for a whole fetch: when it passes, the connection is shut, whatever read is waiting.
+
+    A socket timeout only bounds each read, so a server sending a byte a second would hold a fetch
+    for ever. The socket is watched through a duplicate: shutdown() acts on the connection, which the
+    duplicate shares, even after TLS wrapping has detached the original socket object.
+    """
+
+    def __init__(self, seconds: float):
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._watched: list = []
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.name, self._timer.daemon = "greenjupyter-live-deadline", True
+        self._timer.start()
+
+    def left(self) -> float:
+        return max(self._end - time.monotonic(), 0.001)
+
+    def watch(self, sock):
+        with self._lock:
+            self._watched.append(sock.dup())
+            if self.expired:
+                self._cut(self._watched[-1])
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._watched:
+                self._cut(sock)
+
+    @staticmethod
+    def _cut(sock) -> None:
+        import socket
+
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed by the other side
+            pass
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._watched:
+                sock.close()
+            self._watched.clear()
+
+
+def _opener(origin: tuple[str, str, int], deadline: _Deadline):
+    """A urllib opener whose connections the deadline can cut, following redirects within ``origin`` only."""
+    import urllib.request
+
+    class Redirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            # urllib would resend every header, the token too, to wherever the server points.
+            if _origin(newurl) != origin:
+                fp.close()
+                raise LiveFailure("redirect", f"HTTP {code} redirect to another origin, not followed")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    class Watched:
+        def do_open(self, http_class, req, **kwargs):
+            def connection(host, **options):
+                conn = http_class(host, **options)
+                create = conn._create_connection  # socket.create_connection, kept per connection by http.client
+
+                def connect(address, timeout=None, source_address=None):
+                    return deadline.watch(create(address, min(timeout or deadline.left(), deadline.left()), source_address))
+
+                conn._create_connection = connect
+                return conn
+
+            return super().do_open(connection, req, **kwargs)
+
+    class HTTP(Watched, urllib.request.HTTPHandler):
+        pass
+
+    class HTTPS(Watched, urllib.request.HTTPSHandler):
+        pass
+
+    return urllib.request.build_opener(Redirect(), HTTP(), HTTPS())
+
+
+def _read_capped(response) -> bytes:
+    """The body, or LiveFailure('too-large') past MAX_BODY bytes, declared or read."""
+    declared = (response.headers.get("Content-Length") or "").strip()
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise LiveFailure("too-large", f"an answer of {int(declared):,} bytes refused (at most {MAX_BODY:,} bytes)")
+    body = response.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise LiveFailure("too-large", f"an answer over {MAX_BODY:,} bytes refused")
+    return body
+
+
 def fetch(provider, timeout_s: float) -> LiveReading:
-    """One blocking GET and parse. Raises LiveFailure for every way it can go wrong."""
+    """One blocking GET and parse, all within ``timeout_s``. Raises LiveFailure for every way it can go wrong."""
     import http.client
     import urllib.error
     import urllib.request
 
     url, headers = provider.request()
+    origin = _trusted_origin(url)
+    deadline = _Deadline(timeout_s)
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as response:
-            body = response.read(MAX_BODY)
+        with _opener(origin, deadline).open(urllib.request.Request(url, headers=headers), timeout=timeout_s) as response:
+            if _origin(response.geturl()) != origin:  # never expected: the redirect handler refuses first
+                raise LiveFailure("redirect", "the answer came from another origin")
+            body = _read_capped(response)
     except urllib.error.HTTPError as err:  # before URLError: it is one
         failure = _http_failure(provider, err.code, err.headers.get("Retry-After") if err.headers else None)
         err.close()
         raise failure from None
     except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as err:
-        # A connect timeout comes wrapped in URLError; a read timeout comes bare.
+        # A connect timeout comes wrapped in URLError; a read timeout comes bare; a cut as a closed connection.
         reason = getattr(err, "reason", err)
-        if isinstance(reason, TimeoutError):
+        if deadline.expired or isinstance(reason, TimeoutError):
             raise LiveFailure("timeout", f"no answer within {timeout_s:g} s") from None
         raise LiveFailure("unreachable", f"cannot connect: {reason}") from None
+    finally:
+        deadline.close()
+    if deadline.expired:  # a cut can also end a body of unknown length early, without an error
+        raise LiveFailure("timeout", f"no answer within {timeout_s:g} s")
     try:
         payload = json.loads(body)
     except ValueError:
@@ -182,7 +330,7 @@ def fetch(provider, timeout_s: float) -> LiveReading:
 class LiveIntensity:
     """A cached live intensity, refreshed in the background, that never makes its caller wait.
 
-    ``ttl_s``: how long a good reading is fresh. ``timeout_s``: per-request socket timeout.
+    ``ttl_s``: how long a good reading is fresh. ``timeout_s``: the deadline of each fetch, all of it.
     ``retry_s``: the wait after a failed fetch. ``rate_limit_backoff_s``: the least wait after HTTP 429
     (longer if the server's Retry-After says so). ``max_age_s``: past this a reading no live fetch
     could refresh is dropped, and the embedded average applies again.
