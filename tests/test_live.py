@@ -208,7 +208,9 @@ def test_current_never_waits_and_one_fetch_at_a_time(api, said):
     assert slowest < 0.02, f"current() took {slowest * 1000:.1f} ms"
     assert len(threads) == 1 and len(api.requests) == 2  # one hanging fetch, not one per call
     assert intensity.wait(3)
+    intensity.close()  # else current() starts one more fetch (retry_s=0) that outlives the server
     assert intensity.current() is good
+    assert intensity.wait(3) and len(api.requests) == 2
     assert [key for key, _ in said] == ["live:electricitymaps:timeout"]
 
 
@@ -309,12 +311,17 @@ def test_import_loads_no_network_code():
     assert result.stdout.split() == ["False", "False"]
 
 
-def test_a_reading_too_old_to_trust_gives_way_to_the_embedded_average(api):
+def test_a_reading_too_old_to_trust_gives_way_to_the_embedded_average(api, said, capsys):
     intensity = live.make_live("electricitymaps", "FR", base=api.base, ttl_s=TTL, retry_s=10.0, max_age_s=0.3)
     assert fetched(intensity).g_per_kwh == 56.0
     api.em = (500, b"down", {})
     time.sleep(0.35)
     assert intensity.current() is None  # no fetch could refresh it in time
+    # That call started a fetch: it ends here, with its notice, not after the server is gone.
+    assert intensity.wait(3)
+    [(key, message)] = said
+    assert key == "live:electricitymaps:http-error" and "HTTP 500" in message
+    assert message in capsys.readouterr().err
 
 
 # --- a hostile or broken server ---------------------------------------------------------------
