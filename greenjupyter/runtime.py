@@ -18,6 +18,7 @@ _settings: GreenJupyter | None = None
 _located: dict = {}  # region setting -> (GridIntensity, origin, hint); time zone and tables read once
 _live = None  # (provider, zone, LiveIntensity) while a live provider is configured
 _store = False  # the history Store; False until first asked for, None when off or unusable
+_kept: dict = {}  # values set with %carbon config, kept by shutdown(keep_settings=True) for the next load
 _inherited: list = []  # a forked child's copies of its parent's meter, store and live source, never closed
 
 
@@ -39,11 +40,14 @@ os.register_at_fork(after_in_child=_after_fork_in_child)  # costs nothing until 
 
 
 def get_settings(config=None) -> GreenJupyter:
-    """Return the settings in force, reading config files (``config``) and the environment the first time."""
+    """Return the settings in force, reading config files (``config``) and the environment the first time.
+
+    Values a shutdown(keep_settings=True) kept (those set with ``%carbon config``) are applied last.
+    """
     global _settings
     with _lock:
         if _settings is None:
-            _settings = load(config)
+            _settings = load(config, overrides=_kept)
         return _settings
 
 
@@ -143,10 +147,18 @@ def _live_for(settings, found):
     return _live[2] if _live else None
 
 
-def shutdown() -> None:
-    """Stop the sampler and close every source; the next use reads settings and sources afresh."""
-    global _meter, _settings, _live, _store
+def shutdown(keep_settings: bool = False) -> None:
+    """Stop the sampler and close every source; the next use reads settings and sources afresh.
+
+    ``keep_settings``: the values set with ``%carbon config`` win again at the next use, with their
+    origin (``%reload_ext``, in the same kernel); without it they are forgotten.
+    """
+    global _meter, _settings, _live, _store, _kept
     with _lock:
+        if not keep_settings:
+            _kept = {}
+        elif _settings is not None:
+            _kept = _settings.overrides()
         meter, _meter, _settings = _meter, None, None
         if _store:
             _store.close()

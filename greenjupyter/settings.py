@@ -114,6 +114,7 @@ class GreenJupyter(Configurable):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.origin = {name: "default" for name in self.names()}
+        self.loaded_origin = dict(self.origin)  # where each value stood once files and environment were read
 
     @classmethod
     def names(cls) -> list[str]:
@@ -135,6 +136,11 @@ class GreenJupyter(Configurable):
             why = f"{error.reason}; " if isinstance(error, Refused) else ""
             raise ConfigError(f"{name}={raw!r} is refused ({why}accepted: {accepted(name)})") from None
         self.origin[name] = origin
+
+    def overrides(self) -> dict[str, tuple[object, str]]:
+        """Return {name: (value, origin)} for values set since loading (``%carbon config``): what a reload keeps."""
+        return {name: (getattr(self, name), origin) for name, origin in self.origin.items()
+                if origin != self.loaded_origin[name]}
 
     def describe(self) -> list[tuple[str, object, str]]:
         """Return (name, value, where it came from) for every setting; an automatic share as its figure."""
@@ -182,10 +188,12 @@ def _convert(trait, raw):
     return text
 
 
-def load(config=None, environ=os.environ) -> GreenJupyter:
-    """Return settings from config files (``config``: a traitlets Config) then the environment.
+def load(config=None, environ=os.environ, overrides=None) -> GreenJupyter:
+    """Return settings from config files (``config``: a traitlets Config), the environment, then ``overrides``.
 
-    A bad value is reported once and skipped; the default or earlier value stays.
+    ``overrides`` ({name: (value, origin)}, from ``overrides()`` before a reload) win over files and
+    environment, as they did before, and keep their origin. A bad value is reported once and
+    skipped; the default or earlier value stays.
     """
     settings = GreenJupyter()
     layers = []
@@ -196,9 +204,16 @@ def load(config=None, environ=os.environ) -> GreenJupyter:
         if variable in environ:
             layers.append((name, environ[variable], f"environment {variable}"))
     for name, value, origin in layers:
-        try:
-            settings.set(name, value, origin)
-        except ConfigError as error:
-            kept = getattr(settings, name, None)
-            notice(f"setting-{origin}-{name}", f"{origin}: {error}; keeping {'automatic' if kept is None else repr(kept)}")
+        _apply(settings, name, value, origin)
+    settings.loaded_origin = dict(settings.origin)
+    for name, (value, origin) in (overrides or {}).items():
+        _apply(settings, name, value, origin)
     return settings
+
+
+def _apply(settings: GreenJupyter, name: str, value, origin: str) -> None:
+    try:
+        settings.set(name, value, origin)
+    except ConfigError as error:
+        kept = getattr(settings, name, None)
+        notice(f"setting-{origin}-{name}", f"{origin}: {error}; keeping {'automatic' if kept is None else repr(kept)}")

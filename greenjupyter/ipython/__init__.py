@@ -25,14 +25,14 @@ def load(shell) -> None:
             recorder.stream.start()
     except Exception as error:
         uninstall()
-        runtime.shutdown()
+        runtime.shutdown(keep_settings=True)
         notice("load", f"could not load ({error!r}); cells run unmeasured")
 
 
 def unload(shell) -> None:
-    """Remove every hook and magic, stop the sampler and close the sources."""
+    """Remove every hook and magic, stop the sampler and close the sources; %carbon config values stay for a reload."""
     uninstall()
     for kind in ("line", "cell"):
         shell.magics_manager.magics[kind].pop("carbon", None)
-    runtime.shutdown()
+    runtime.shutdown(keep_settings=True)
     forget()
