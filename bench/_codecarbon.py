@@ -24,7 +24,8 @@ def python() -> Path:
     if not exe.exists():
         print(f"creating {VENV} ...", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=300)
-    if subprocess.run([str(exe), "-c", "import codecarbon"], capture_output=True, timeout=120).returncode:
+    if subprocess.run([str(exe), "-c", "import codecarbon"], capture_output=True, timeout=120,
+                      check=False).returncode:
         print("installing codecarbon into it ...", file=sys.stderr, flush=True)
         subprocess.run([str(exe), "-m", "pip", "install", "-q", "codecarbon"], check=True, timeout=1200)
     return exe

@@ -51,7 +51,7 @@ def machine() -> dict:
         from importlib.metadata import version
 
         ipython = version("ipython")
-    except Exception:
+    except ImportError:  # not installed
         ipython = "unknown"
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "ipython": ipython,
             "system": f"{platform.system()} {platform.release()}"}

@@ -46,7 +46,7 @@ def ring_bytes_per_hour(interval_s: float = 0.25, components: int = 6) -> tuple[
     from greenjupyter.sampler import Sampler
 
     names = tuple(f"component:{i}" for i in range(components))
-    ticks = int(round(3600 / interval_s))
+    ticks = round(3600 / interval_s)
     clock = [1000.0]
 
     def read():

@@ -23,12 +23,24 @@ END = "<!-- bench-table: end -->"
 def render(latest: dict) -> str:
     """Return the markdown between the markers (markers excluded) for one latest.json."""
     m = latest["machine"]
+    commit = latest["greenjupyter_commit"]
     lines = [
-        f"Run {latest['date']} of greenjupyter `{latest['greenjupyter_commit'][:12]}"
-        f"{'+dirty' if latest['greenjupyter_commit'].endswith('+dirty') else ''}`"
-        f" on {m['cpu']} ({m['cores']} cores), {m['system']}, Python {m['python']}, IPython {m['ipython']}"
-        f" (`{latest['command'].strip()}`).",
+        (f"Run {latest['date']} of greenjupyter `{commit[:12]}{'+dirty' if commit.endswith('+dirty') else ''}`"
+         f" on {m['cpu']} ({m['cores']} cores), {m['system']}, Python {m['python']}, IPython {m['ipython']}"
+         f" (`{latest['command'].strip()}`)."),
         "",
+    ]
+    earlier = [f"{name} ({bench['date']}, `{bench['greenjupyter_commit'][:12]}`)"
+               for name, bench in latest["benchmarks"].items()
+               if (bench.get("date"), bench.get("greenjupyter_commit")) != (latest["date"], latest["greenjupyter_commit"])]
+    if earlier:
+        lines += ["From an earlier run: " + ", ".join(earlier) + ".", ""]
+    busy = [f"{name} ({bench['cpus_busy_before_percent']:.0f}%)" for name, bench in latest["benchmarks"].items()
+            if bench.get("cpus_busy_before_percent", 0) > 10]
+    if busy:
+        lines += ["Other processes kept the CPUs busy just before (timings may be inflated): " + ", ".join(busy) + ".",
+                  ""]
+    lines += [
         "| benchmark | figure | target | result | |",
         "|---|---|---|---|---|",
     ]

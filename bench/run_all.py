@@ -82,9 +82,11 @@ def main(names):
     print("\n" + table)
     (RESULTS / "summary.md").write_text(table + "\n")
 
-    benchmarks = {}
+    # A run of some benchmarks keeps the others' earlier results, each with its own date and commit.
+    benchmarks = json.loads(LATEST.read_text())["benchmarks"] if LATEST.exists() and names != BENCHMARKS else {}
     for name in names:
-        entry = {"seconds": round(seconds[name], 1), "cpus_busy_before_percent": round(busy[name], 1)}
+        entry = {"date": date, "greenjupyter_commit": head, "seconds": round(seconds[name], 1),
+                 "cpus_busy_before_percent": round(busy[name], 1)}
         if name in crashed:
             entry.update(exit=crashed[name], figures=[])
         else:
@@ -93,8 +95,10 @@ def main(names):
         benchmarks[name] = entry
     LATEST.write_text(json.dumps({
         "command": "bench/run_all.py " + " ".join(names), "date": date, "machine": m,
-        "greenjupyter_commit": head, "changed_files": changed, "passed": not failed,
-        "benchmarks": benchmarks}, indent=1, ensure_ascii=False) + "\n")
+        "greenjupyter_commit": head, "changed_files": changed,
+        "passed": not failed and all(e["exit"] == 0 and all(f["pass"] is not False for f in e["figures"])
+                                     for e in benchmarks.values()),
+        "benchmarks": {n: benchmarks[n] for n in BENCHMARKS if n in benchmarks}}, indent=1, ensure_ascii=False) + "\n")
     print(f"written to {LATEST.relative_to(RESULTS.parent.parent)}; bench/readme_table.py puts it in README.md")
     return 1 if failed else 0
 
