@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from .measurement import CellRecord, Measurement
 from .notices import notice
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Each entry upgrades the schema from its index to index + 1; never edit one that has shipped.
 MIGRATIONS = (
     """
@@ -55,11 +55,13 @@ MIGRATIONS = (
     """,  # no index: each one costs every cell another page write, and a scan of years of cells is quick
     # 2: components whose whole-device figure other processes shared (a JSON list, as the other lists)
     "ALTER TABLE cells ADD COLUMN shared_components TEXT NOT NULL DEFAULT '[]'",
+    # 3: the cell's number in its session's journal, so a recovered journal adds no row twice
+    "ALTER TABLE cells ADD COLUMN entry INTEGER",
 )
 COLUMNS = (
     "schema_version, session, kernel_id, notebook, execution_count, cell_id, success, error, source_preview, "
     "started_at, duration_s, energy_j, components, estimated, estimated_components, failed_components, "
-    "avg_power_w, peak_power_w, uncertainty_j, co2e_g, intensity_g_per_kwh, region, pue, hardware, shared_components"
+    "avg_power_w, peak_power_w, uncertainty_j, co2e_g, intensity_g_per_kwh, region, pue, hardware, shared_components, entry"
 )
 INSERT = f"INSERT INTO cells ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(', ')))})"
 BUSY_ERRORS = ("locked", "busy")
@@ -87,6 +89,7 @@ class StoredCell:
     session: str
     kernel_id: str | None = None
     hardware: str | None = None  # one line: what measured it
+    entry: int | None = None  # its number in the session's journal
 
 
 class Store:
@@ -102,6 +105,7 @@ class Store:
         self._waiting_since = None  # monotonic time the oldest waiting row met the lock
         self.failed = None  # why the store gave up, once it has
         self.pid = os.getpid()  # SQLite connections must not be used, nor closed, in a forked child
+        self.before_read = None  # called before each read: the kernel writes the cells it still holds
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
@@ -186,6 +190,33 @@ class Store:
         except sqlite3.DatabaseError as error:
             self._give_up(error)
 
+    @property
+    def all_written(self) -> bool:
+        """True when every row given to ``add`` is in the database."""
+        return self.failed is None and not self._waiting
+
+    def entries(self, session: str) -> set[int]:
+        """Return the journal numbers of the rows of ``session`` already in the database."""
+        with self._background_lock:
+            rows = self._background.execute(
+                "SELECT entry FROM cells WHERE session = ? AND entry IS NOT NULL", (session,)
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def add_all(self, cells) -> None:
+        """Write rows in one transaction, waiting for other writers (off the cell path); raise on failure."""
+        if not cells or self.pid != os.getpid():
+            return
+        with self._background_lock:
+            db = self._background
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(INSERT, [_row(cell) for cell in cells])
+                db.execute("COMMIT")
+            except Exception:
+                db.execute("ROLLBACK")
+                raise
+
     def _give_up(self, error: Exception) -> None:
         self.failed = str(error)
         notice(
@@ -207,6 +238,8 @@ class Store:
             clauses.append("started_at >= ?")
             args.append(_iso(since))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        if self.before_read is not None:
+            self.before_read()
         with self._background_lock:
             rows = self._background.execute(
                 f"SELECT {COLUMNS} FROM cells{where} ORDER BY started_at, id", args
@@ -242,14 +275,14 @@ def _row(cell: StoredCell) -> tuple:
         r.error, r.source_preview, _iso(m.started_at), m.duration_s, m.energy_j, json.dumps(dict(m.components)),
         int(m.estimated), json.dumps(m.estimated_components), json.dumps(m.failed_components), m.avg_power_w,
         m.peak_power_w, m.uncertainty_j, m.co2e_g, m.intensity_g_per_kwh, m.region, m.pue, cell.hardware,
-        json.dumps(m.shared_components),
+        json.dumps(m.shared_components), cell.entry,
     )
 
 
 def _cell(row) -> StoredCell:
     (_, session, kernel_id, notebook, count, cell_id, success, error, preview, started, duration, energy, parts,
      estimated, estimated_parts, failed_parts, avg_w, peak_w, uncertainty, co2e, intensity, region, pue,
-     hardware, shared_parts) = row
+     hardware, shared_parts, entry) = row
     measurement = Measurement(
         started_at=datetime.fromisoformat(started),
         duration_s=duration,
@@ -268,4 +301,4 @@ def _cell(row) -> StoredCell:
         pue=pue,
     )
     record = CellRecord(measurement, count, cell_id, notebook, bool(success), error, preview or "")
-    return StoredCell(record, session, kernel_id, hardware)
+    return StoredCell(record, session, kernel_id, hardware, entry)

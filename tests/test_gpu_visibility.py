@@ -17,7 +17,7 @@ from greenjupyter.sources import detect_gpus
 from greenjupyter.sources import nvml as nvml_source
 from greenjupyter.sources.cuda_visible import visible_gpus
 from greenjupyter.sources.nvml import open_nvml
-from greenjupyter.store import MIGRATIONS, Store, StoredCell
+from greenjupyter.store import MIGRATIONS, SCHEMA_VERSION, Store, StoredCell
 from greenjupyter.totals import Totals
 from tests.fakes import pynvml as fake
 
@@ -297,7 +297,7 @@ def test_shared_components_are_stored_and_a_version_1_database_is_migrated(tmp_p
     old.close()
     store = Store(path)
     try:
-        assert store._background.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+        assert store._background.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == SCHEMA_VERSION
         store.add(StoredCell(CellRecord(_measurement(), 1), "new"))
         cells = store.cells()
         assert [c.session for c in cells] == ["old", "new"]

@@ -220,9 +220,12 @@ def test_history_api_and_magic(tmp_path):
         greenjupyter.history(since="yesterday")
 
 
-def test_a_kernel_killed_with_sigkill_keeps_every_cell_it_ran(tmp_path):
+def test_a_kernel_killed_with_sigkill_keeps_every_cell_it_ran(tmp_path, monkeypatch):
     manager = kernel_manager(tmp_path)
     env = kernel_environment(tmp_path)
+    # The sampler ticks once at load and then not for a minute: the cells' rows can only come
+    # from what each cell itself wrote, the journal.
+    env["GREENJUPYTER_SAMPLE_INTERVAL_S"] = "60"
     manager.start_kernel(env=env, cwd=str(tmp_path))
     client = manager.client()
     client.start_channels()
@@ -237,9 +240,23 @@ def test_a_kernel_killed_with_sigkill_keeps_every_cell_it_ran(tmp_path):
     finally:
         client.stop_channels()
         manager.cleanup_resources()
-    cells = Store(env["GREENJUPYTER_DB_PATH"]).cells()
+    db_path = env["GREENJUPYTER_DB_PATH"]
+    assert [c.record.source_preview for c in Store(db_path).cells()] == []
+    pending = tmp_path / "history.sqlite.pending"
+    assert [p.stat().st_mode & 0o777 for p in pending.iterdir()] == [0o600] and pending.stat().st_mode & 0o777 == 0o700
+    # The next kernel on the same database recovers them, with their CO2e worked out then.
+    monkeypatch.setenv("GREENJUPYTER_DB_PATH", db_path)
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter")
+    try:
+        cells = greenjupyter.history()
+    finally:
+        shell.run_cell("%unload_ext greenjupyter")
     assert [c.record.source_preview for c in cells] == [f"x = {n}" for n in range(5)]
+    assert [c.record.execution_count for c in cells] == [2, 3, 4, 5, 6]
     assert len({c.kernel_id for c in cells}) == 1 and cells[0].kernel_id
+    assert all(c.record.measurement.co2e_g > 0 and c.record.measurement.energy_j > 0 for c in cells)
+    assert list(pending.iterdir()) == []  # recovered files are deleted; this kernel's own closed cleanly
 
 
 def test_history_as_a_dataframe(tmp_path, monkeypatch):

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
 import uuid
 from collections import deque
 
-from .. import runtime
+from .. import journal, runtime
 from ..measurement import CellRecord, Measurement
-from ..meter import Meter
+from ..meter import Meter, Reading
 from ..notices import notice
 from ..sources.cpu_model import read_cpu_info
 from ..store import StoredCell
@@ -31,10 +32,12 @@ def current_recorder() -> "CellRecorder | None":
 class CellRecorder:
     """Open a window when a cell starts, close it when the cell ends, keep the record.
 
-    The hooks only read the counters (the exact edges) and queue the reading; turning it
-    into a CellRecord happens off the cell's path, on the sampler's next tick, or at once
-    when someone asks for ``records`` or ``totals``. Every hook body is guarded: a failure
-    here is reported once and the user's cell runs on.
+    The hooks read the counters (the exact edges), queue the two readings and, with a history
+    database, append them to the cell journal with one ``os.write``: that is all a cell pays,
+    and a kernel killed right after the cell's reply still has the cell in its journal. Turning
+    the readings into a CellRecord, its CO2e and its database row happens off the cell's path,
+    on the sampler's next tick, or at once when someone asks for ``records`` or ``totals``.
+    Every hook body is guarded: a failure here is reported once and the user's cell runs on.
 
     In a child of ``os.fork()`` (multiprocessing's default on Linux) the recorder does nothing:
     the meter, the sampler and the history connection it holds are the parent's.
@@ -55,9 +58,16 @@ class CellRecorder:
         self.monitor = None  # the %carbon monitor widget, once shown
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
-        self._open: list = []  # [start reading or handed Measurement, info]; a stack because run_cell can nest
-        self._closed: deque = deque()  # (start or Measurement, stop or None, info, execution count, error name)
+        self._open: list = []  # [start reading, info, (Measurement, start, stop) of a %%carbon cell or None]
+        # (journal number, start, stop, info, execution count, error name, Measurement or None)
+        self._closed: deque = deque()
+        self._seq = 0  # the next cell's number in this session's journal
         self._lock = threading.Lock()
+        self.journal = None
+        self._recovered = store is None  # journals of dead kernels are recovered on the first tick
+        if store is not None:
+            self.journal = journal.JournalWriter(journal.directory_for(store.path), self.session, self._journal_header)
+            store.before_read = self.flush
 
     @property
     def records(self) -> deque:
@@ -78,13 +88,14 @@ class CellRecorder:
         if self.pid != os.getpid():
             return
         try:
-            self._open.append([self.meter.begin(), info])
+            self._open.append([self.meter.begin(), info, None])
         except Exception as error:
             notice("pre_run_cell", f"could not start measuring a cell ({error!r}); cells are not affected")
 
-    def use_for_this_cell(self, measurement: Measurement) -> bool:
-        """Record the running ``%%carbon`` cell with ``measurement`` (with its CO2e) instead of the
-        hooks' own window, so that its output, record, badge and history show one figure.
+    def use_for_this_cell(self, measurement: Measurement, start: Reading, stop: Reading) -> bool:
+        """Record the running ``%%carbon`` cell with ``measurement`` (with its CO2e; the window from
+        ``start`` to ``stop``) instead of the hooks' own window, so that its output, record, badge
+        and history show one figure.
 
         Return False (and change nothing) unless the innermost running cell is a ``%%carbon`` cell.
         """
@@ -93,19 +104,31 @@ class CellRecorder:
         entry = self._open[-1]
         if not (getattr(entry[1], "raw_cell", None) or "").lstrip().startswith("%%carbon"):
             return False  # the magic was called from inside another cell: that cell keeps its window
-        entry[0] = measurement
+        entry[2] = (measurement, start, stop)
         return True
 
     def post_run_cell(self, result) -> None:
         if not self._open or self.pid != os.getpid():  # the cell that loaded the extension had no start
             return
-        start, info = self._open.pop()
+        start, info, handed = self._open.pop()
         try:
             error = result.error_in_exec or result.error_before_exec
-            stop = None if isinstance(start, Measurement) else self.meter.snapshot()
-            self._closed.append((start, stop, info, result.execution_count, error and type(error).__name__))
-            if self.store is not None or len(self._closed) > QUEUE_LIMIT:
-                self.finish()  # a stored row is written before the cell's reply leaves the kernel
+            error_name = error and type(error).__name__
+            measurement = None
+            if handed is not None:
+                measurement, start, stop = handed
+            else:
+                stop = self.meter.snapshot()
+            seq, self._seq = self._seq, self._seq + 1
+            self._closed.append((seq, start, stop, info, result.execution_count, error_name, measurement))
+            if self.journal is not None:
+                failed, shared = self.meter.window_flags(start, stop)
+                self.journal.append(journal.entry_bytes(
+                    seq, result.execution_count, error is None, start, stop, failed, shared,
+                    getattr(info, "cell_id", None), _first_line(info.raw_cell), error_name,
+                ))
+            if len(self._closed) > QUEUE_LIMIT or self.budget.limit is not None:
+                self.finish()  # a budget's notice belongs under the cell that passed it
         except Exception as error:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
 
@@ -120,10 +143,15 @@ class CellRecorder:
                 except Exception as error:
                     notice("finish", f"could not record a cell ({error!r}); cells are not affected")
 
-    def _add(self, start, stop, info, execution_count, error) -> CellRecord:
-        if stop is None:  # a %%carbon cell: the magic's own Measurement, CO2e included
-            measurement = start
-        else:
+    def flush(self) -> None:
+        """Write every cell that ended to the database now (before reading it back)."""
+        self._recover()
+        self.finish()
+        if self.store is not None:
+            self.store.retry()
+
+    def _add(self, seq, start, stop, info, execution_count, error, measurement) -> CellRecord:
+        if measurement is None:  # else a %%carbon cell: the magic's own Measurement, CO2e included
             measurement = runtime.with_carbon(self.meter.measurement(start, stop))
         record = CellRecord(
             measurement=measurement,
@@ -137,7 +165,7 @@ class CellRecorder:
         self._records.append(record)
         self._totals.add(record)
         if self.store is not None:
-            self.store.add(StoredCell(record, self.session, self.kernel_id, self.hardware))
+            self.store.add(StoredCell(record, self.session, self.kernel_id, self.hardware, entry=seq))
         for listener in self.listeners:
             listener(record)
         for name in measurement.failed_components:
@@ -157,15 +185,45 @@ class CellRecorder:
             self._hardware = f"{read_cpu_info().model}; " + "; ".join(parts)
         return self._hardware
 
+    def _journal_header(self) -> dict:
+        info = self.meter.component_info()
+        return {
+            "version": 1, "session": self.session, "kernel_id": self.kernel_id, "notebook": self.notebook,
+            "hardware": self.hardware, "components": info.names, "period_s": info.period_s,
+            "power_error_w": info.power_error_w, "estimated": info.estimated, "caps_w": info.caps_w,
+        }
+
+    def _recover(self) -> None:
+        """Add the cells of kernels killed before their rows were written (once, off the cell path)."""
+        if self._recovered:
+            return
+        self._recovered = True
+        self.hardware  # noqa: B018 (worked out here, not in the first cell's journal header)
+        try:
+            journal.recover(self.journal.directory, self.store, runtime.with_carbon)
+        except Exception as error:
+            notice("recover", f"could not recover the cells of a stopped kernel ({error!r}); they stay in "
+                              f"{self.journal.directory} for the next try")
+
     def _on_sample(self, sample) -> None:
+        """The sampler's tick: records and rows for the cells that ended, then the journal's upkeep."""
+        if self.pid != os.getpid():
+            return
+        self._recover()
+        retired = list(self.journal.retired) if self.journal is not None else ()
         self.finish()
-        if self.store is not None:
-            self.store.retry()
+        if self.store is None:
+            return
+        self.store.retry()
+        if self.journal is not None and self.store.all_written:
+            self.journal.delete(retired)
+            self.journal.rotate()
 
     def register(self) -> None:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.meter.sampler.listeners.append(self._on_sample)
+        atexit.register(self._close_journal)  # a kernel that exits normally leaves its rows, not a journal
 
     def unregister(self) -> None:
         if self.stream is not None:
@@ -180,7 +238,19 @@ class CellRecorder:
                 pass
         if self._on_sample in self.meter.sampler.listeners:
             self.meter.sampler.listeners.remove(self._on_sample)
+        atexit.unregister(self._close_journal)
+        self._close_journal()
+
+    def _close_journal(self) -> None:
+        """Write what is left to the database; delete the journal if all of it is in."""
+        if self.pid != os.getpid():
+            return
+        if self._on_sample in self.meter.sampler.listeners:  # the sampler may outlive us at exit
+            self.meter.sampler.listeners.remove(self._on_sample)
         self.finish()
+        if self.journal is not None:
+            self.store.retry()
+            self.journal.close(delete=self.store.all_written)
 
 
 def _kernel_id():

@@ -1,0 +1,326 @@
+"""The cell journal: each finished cell's two readings, appended with one ``os.write``.
+
+A cell's own path does nothing else durable. Data written is in the page cache, which outlives
+the process, so a kernel killed with SIGKILL right after a cell's reply loses no cell. The
+sampler thread turns the entries into records and SQLite rows; once the rows are in, the
+journal file is retired and deleted. A journal left by a dead kernel is recovered into rows
+by the next kernel that opens the database (``recover``).
+
+Files live in ``<database>.pending/``, owner-only, one or more per kernel session, each
+locked (``flock``) by its writer while it lives: a file that can be locked belongs to a
+process that is gone. Each file starts with a header (JSON: the session, the components,
+what their figures need) and holds entries framed as magic, length, payload, CRC-32, so a
+torn last write is told from a whole one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .meter import ComponentInfo, Reading, window_measurement
+
+HEADER_MAGIC, ENTRY_MAGIC = b"GJh1", b"GJc1"
+FRAME = struct.Struct("<4sI")  # magic, payload length; the payload is followed by its CRC-32
+CRC = struct.Struct("<I")
+# seq, execution count (-1: none), success, components, failed mask, shared mask,
+# then for each edge: perf_counter time, wall time, reads' spread.
+FIXED = struct.Struct("<QqBHQQdddddd")
+SUFFIX = ".cells"
+MAX_TEXT_BYTES = 1024  # cell id, preview and error name are short; a longer one is cut
+
+
+def directory_for(db_path: str) -> str:
+    return db_path + ".pending"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One finished cell as the journal holds it."""
+
+    seq: int
+    execution_count: int | None
+    success: bool
+    start: Reading
+    stop: Reading
+    failed: frozenset
+    shared: frozenset
+    cell_id: str | None
+    preview: str
+    error: str | None
+
+
+def header_bytes(header: dict) -> bytes:
+    return _frame(HEADER_MAGIC, json.dumps(header).encode())
+
+
+def entry_bytes(seq: int, execution_count, success: bool, start: Reading, stop: Reading, failed, shared,
+                cell_id, preview: str, error) -> bytes:
+    """Return one framed entry (the cell path's only durable write)."""
+    n = len(start.values)
+    payload = FIXED.pack(
+        seq, -1 if execution_count is None else execution_count, success, n, _mask(failed), _mask(shared),
+        start.t, start.wall, start.spread_s, stop.t, stop.wall, stop.spread_s,
+    )
+    numbers = start.values + stop.values[:n]
+    if start.variation is not None and stop.variation is not None:
+        numbers = numbers + start.variation + stop.variation[:n]
+    payload += struct.pack(f"<B{len(numbers)}d", len(numbers) > 2 * n, *numbers)
+    payload += _texts(cell_id, preview, error)
+    return _frame(ENTRY_MAGIC, payload)
+
+
+def read(path: str) -> tuple[dict | None, list[Entry]]:
+    """Return (the header, every whole entry) of a journal file; a torn tail is left out."""
+    with open(path, "rb") as f:
+        data = f.read()
+    header, entries, offset = None, [], 0
+    while offset + FRAME.size <= len(data):
+        magic, length = FRAME.unpack_from(data, offset)
+        end = offset + FRAME.size + length + CRC.size
+        if magic not in (HEADER_MAGIC, ENTRY_MAGIC) or end > len(data):
+            break
+        payload = data[offset + FRAME.size : end - CRC.size]
+        if CRC.unpack_from(data, end - CRC.size)[0] != zlib.crc32(payload):
+            break
+        try:
+            if magic == HEADER_MAGIC:
+                header = json.loads(payload)
+            elif header is not None:
+                entries.append(_entry(payload, tuple(header["components"])))
+        except (ValueError, KeyError, struct.error, UnicodeDecodeError):
+            break
+        offset = end
+    return header, entries
+
+
+def component_info(header: dict) -> ComponentInfo:
+    return ComponentInfo(
+        tuple(header["components"]), tuple(header["period_s"]), tuple(header["power_error_w"]),
+        tuple(header["estimated"]), tuple(float(c) for c in header["caps_w"]),
+    )
+
+
+def measurement_of(entry: Entry, header: dict):
+    """Return the Measurement of a journal entry, as the meter would have given it without sampler data."""
+    return window_measurement(entry.start, entry.stop, component_info(header), entry.failed, entry.shared)
+
+
+def dead_journals(directory: str, exclusive: bool = True) -> list[tuple[str, int]]:
+    """Return (path, locked fd) of every journal file whose writer is gone.
+
+    The fd holds the lock (exclusive, or shared for a reader that changes nothing) until closed.
+    """
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except OSError:  # its kernel is alive and holds it
+            os.close(fd)
+            continue
+        found.append((path, fd))
+    return found
+
+
+def open_file(directory: str, session: str, number: int, header: bytes) -> tuple[int, str]:
+    """Create, lock and head a new journal file (owner-only, in an owner-only directory); return (fd, path)."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, f"{session}-{number}{SUFFIX}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, header)
+    except OSError:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    return fd, path
+
+
+def _frame(magic: bytes, payload: bytes) -> bytes:
+    return FRAME.pack(magic, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
+
+
+def _mask(indices) -> int:
+    mask = 0
+    for i in indices:
+        if i < 64:
+            mask |= 1 << i
+    return mask
+
+
+def _unmask(mask: int) -> frozenset:
+    return frozenset(i for i in range(64) if mask >> i & 1)
+
+
+def _texts(*texts) -> bytes:
+    out = b""
+    for text in texts:
+        if text is None:
+            out += b"\xff\xff"
+            continue
+        data = text.encode("utf-8", "replace")[:MAX_TEXT_BYTES]
+        out += struct.pack("<H", len(data)) + data
+    return out
+
+
+def _entry(payload: bytes, components: tuple[str, ...]) -> Entry:
+    seq, count, success, n, failed, shared, t0, wall0, spread0, t1, wall1, spread1 = FIXED.unpack_from(payload)
+    offset = FIXED.size
+    polled = payload[offset]
+    k = n * (4 if polled else 2)
+    numbers = list(struct.unpack_from(f"<{k}d", payload, offset + 1))
+    offset += 1 + 8 * k
+    texts = []
+    for _ in range(3):
+        (length,) = struct.unpack_from("<H", payload, offset)
+        offset += 2
+        if length == 0xFFFF:
+            texts.append(None)
+            continue
+        texts.append(payload[offset : offset + length].decode("utf-8", "replace"))
+        offset += length
+    variation = (numbers[2 * n : 3 * n], numbers[3 * n : 4 * n]) if polled else (None, None)
+    start = Reading(t0, wall0, numbers[:n], 0, components[:n], spread0, variation[0])
+    stop = Reading(t1, wall1, numbers[n : 2 * n], 0, components[:n], spread1, variation[1])
+    return Entry(seq, None if count < 0 else count, bool(success), start, stop, _unmask(failed), _unmask(shared),
+                 texts[0], texts[1] or "", texts[2])
+
+
+class JournalWriter:
+    """One kernel session's journal files: the cell path appends, the sampler rotates and deletes.
+
+    ``append`` (the cell's thread) makes one ``os.write``. When the sampler has a fresh file
+    ready (``rotate``), the next append moves to it and leaves the old one in ``retired``;
+    the sampler deletes a retired file once every row it holds is in the database. Each side
+    only hands over through a single attribute, so neither ever waits for the other.
+    A file that cannot be created or written gives one notice and the journal stops; cells
+    still reach the database through the sampler.
+    """
+
+    def __init__(self, directory: str, session: str, header):
+        self.directory, self.session = directory, session
+        self._header = header  # a callable returning the header dict, called once
+        self._header_bytes = None
+        self._fd = self._path = None
+        self._number = 0
+        self._entries = 0  # entries in the active file
+        self._next = None  # (fd, path) made ready by the sampler
+        self.retired: list[tuple[int, str]] = []
+        self.failed = None
+
+    def append(self, data: bytes) -> bool:
+        """Write one entry (the cell path); return False once the journal has failed."""
+        if self.failed is not None:
+            return False
+        try:
+            ready = self._next
+            if ready is not None:
+                if self._fd is not None:
+                    self.retired.append((self._fd, self._path))
+                (self._fd, self._path), self._next, self._entries = ready, None, 0
+            elif self._fd is None:
+                self._fd, self._path = self._new_file()
+            if os.write(self._fd, data) != len(data):
+                raise OSError(f"short write to {self._path} (disk full?)")
+            self._entries += 1
+            return True
+        except OSError as error:
+            self._fail(error)
+            return False
+
+    def rotate(self) -> None:
+        """Make a fresh file ready for the next append, unless the active one is still empty (sampler).
+
+        The first file is made here too, so that the first cell does not pay for it."""
+        if self.failed is None and self._next is None and (self._entries or self._fd is None):
+            try:
+                self._next = self._new_file()
+            except OSError as error:
+                self._fail(error)
+
+    def delete(self, files) -> None:
+        """Delete retired files whose rows are all in the database (sampler)."""
+        for entry in files:
+            fd, path = entry
+            _remove(path)
+            os.close(fd)
+            self.retired.remove(entry)
+
+    def close(self, delete: bool) -> None:
+        """Close every file; delete them too when all their rows are in the database."""
+        files = list(self.retired) + [f for f in ((self._fd, self._path), self._next) if f and f[0] is not None]
+        self.retired, self._fd, self._path, self._next = [], None, None, None
+        for fd, path in files:
+            if delete:
+                _remove(path)
+            os.close(fd)  # releases the lock: a file left behind is recovered by the next kernel
+
+    def _new_file(self) -> tuple[int, str]:
+        if self._header_bytes is None:
+            self._header_bytes = header_bytes(self._header())
+        self._number += 1
+        return open_file(self.directory, self.session, self._number, self._header_bytes)
+
+    def _fail(self, error: Exception) -> None:
+        from .notices import notice
+
+        self.failed = str(error)
+        notice(
+            "journal",
+            f"cell journal in {self.directory} cannot be written ({error}); cells still go to the history "
+            "database, but one finished just before the kernel is killed may be lost",
+        )
+
+
+def recover(directory: str, store, finish) -> int:
+    """Turn the journals of kernels that are gone into database rows; return how many were added.
+
+    ``finish(measurement)`` adds the carbon figures (worked out now, with today's settings).
+    Entries already in the database (its ``entry`` column, per session) are not added twice.
+    A file is deleted once its rows are in.
+    """
+    from .measurement import CellRecord
+    from .store import StoredCell
+
+    added = 0
+    for path, fd in dead_journals(directory):
+        try:
+            header, entries = read(path)
+            if header is not None:
+                session = header["session"]
+                present = store.entries(session)
+                cells = [
+                    StoredCell(
+                        CellRecord(finish(measurement_of(e, header)), e.execution_count, e.cell_id,
+                                   header.get("notebook"), e.success, e.error, e.preview),
+                        session, header.get("kernel_id"), header.get("hardware"), entry=e.seq,
+                    )
+                    for e in entries if e.seq not in present
+                ]
+                store.add_all(cells)
+                added += len(cells)
+            _remove(path)
+        finally:
+            os.close(fd)
+    return added
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
