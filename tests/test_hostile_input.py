@@ -1,8 +1,6 @@
 """Hostile text and arguments: escapes from notebooks never reach a terminal, bad arguments are
 UsageErrors or clean messages, and a seeded fuzz of %carbon and %%carbon in a real IPython shell."""
 
-import csv
-import os
 import random
 import time
 from datetime import timedelta
@@ -97,3 +95,108 @@ def test_spans_up_to_2000_years_are_accepted(tmp_path, capsys):
     write_history(tmp_path / "h.sqlite", CellRecord(sample_measurement(), 1))  # 2026-01-01
     assert cli.main(["--db", str(tmp_path / "h.sqlite"), "history", "--cells", "--since", "104000w"]) == 0
     assert "1 cell in the last 104000w" in capsys.readouterr().out
+
+
+# --- a seeded fuzz of %carbon and %%carbon ----------------------------------------------------
+
+SEED = 20251111
+CALLS = 1000
+OPTIONS = ["-q", "-o", "--output", "-n", "--last", "--region", "--format", "--stop", "--quiet", "-", "--", "-x", "--nope"]
+WORDS = [
+    "", "x", "m", "result", "__builtins__", "_", "In", "Out", "get_ipython", "print", "class", "ｐｒｉｎｔ",
+    "FR", "US-CA", "us-central1", "aws:eu-west-3", "Frnace", "XX", "50g", "2Wh", "0g", "-1g", "1e309g", "nan g",
+    "clear", "markdown", "latex", "html", "text", "pdf", "0", "-1", "20", "9" * 40, "1e999", "nan", "inf", "-inf",
+    "cells.csv", "cells.json", "cells.xlsx", ".csv", "a b.csv", "region=FR", "pue=1.1", "pue=nan", "pue=9",
+    "units=imperial", "units=", "=", "==", "region=", "intensity_g_per_kwh=1e308", "embodied_kg=-1",
+    "resource_share=0", "lifetime_years=inf", "nosuch=1", "sample_interval_s=0.5", "cells_kept=10",
+    "'", '"', "\\", "'unbalanced", 'un"balanced', "'quoted words'", '"a \\" b"', "\\'", "é", "漢字", "🌍",
+    "\u202eevil", "\x1b]0;pwned\x07", "\x1b[2J", "\x00", "\t", "\x7f", "-o=x", "--region=", "--format=",
+    "-n=3", "-n3", "-qo", "x" * 1500,
+]
+# Calls that should work, mixed in so that every action is also reached past its checks.
+VALID = ["", "totals", "sources", "cells", "cells -n 3", "-n 1 cells", "config", "config pue=1.2 region=FR",
+         "history", "report --format text", "export cells.csv", "export 'my cells.json'",
+         "budget", "budget 50g", "budget clear", "-q", "-o m", "-q -o result", "--region US-CA", "-q --region FR"]
+ALPHABET = "ab09 -_=.:'\"\\`$%@!?*#|<>(),;~^&" + "é漢🌍\u202e\u200b\x1b\x07\x00\x7f\t"
+# Nothing a fuzzed call does may reach outside tmp_path: no path separators or expansions in an
+# export, and none of the settings that name places or turn on the network.
+PLACES = ("db_path", "powercap_root", "live_intensity")
+
+
+def fuzz_line(rng):
+    kind = rng.random()
+    if kind < 0.2:
+        return rng.choice(VALID)
+    if kind < 0.5:  # an action with random words and options
+        parts = [rng.choice(ACTIONS_AND_JUNK)] + [rng.choice(WORDS + OPTIONS) for _ in range(rng.randint(0, 4))]
+        if rng.random() < 0.2:  # options before the action, words before options
+            rng.shuffle(parts)
+        return " ".join(parts)
+    if kind < 0.65:  # options with and without values
+        return " ".join(rng.choice(OPTIONS) + rng.choice(["", " ", "="]) + rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+    if kind < 0.9:  # random characters
+        return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 40)))
+    return rng.choice(["report --format ", "cells -n ", "budget ", "config pue=", "export "]) + rng.choice(
+        ["9" * rng.randint(20, 400), "-" + "9" * 30, "nan", "1e308", "0x10", "1_000", "+inf", "".join(rng.choice(ALPHABET) for _ in range(1500))]
+    )
+
+
+ACTIONS_AND_JUNK = ["totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor", "", "bogus", "CELLS", "cell"]
+
+
+def guarded(line):
+    for name in PLACES:
+        line = line.replace(name, "pue")
+    if "export" in line:  # a file name stays a plain name in tmp_path
+        for c in "/\\$.{}~":
+            line = line.replace(c, "_")
+        line = line.replace("_csv", ".csv").replace("_json", ".json")
+    return line.replace("\n", " ").replace("\r", " ")  # a magic's line ends there
+
+
+@pytest.fixture
+def fuzz_shell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GREENJUPYTER_CELLS_KEPT", "50")  # keeps report figures small, so the fuzz stays fast
+    shell = InteractiveShell.instance()
+    # IPython's own history is the user's file: keep the fuzz in memory, and out of that file after.
+    history = shell.history_manager
+    monkeypatch.setattr(history, "db_cache_size", 10**9)
+    # Report figures are built but not drawn to PNG: drawing is tested elsewhere and took most of the time.
+    monkeypatch.setattr(shell.display_formatter.formatters["image/png"], "enabled", False)
+    shell.run_cell("%load_ext greenjupyter", store_history=True)
+    yield shell
+    shell.run_line_magic("unload_ext", "greenjupyter")
+    with history.db_input_cache_lock:
+        history.db_input_cache.clear()
+    with history.db_output_cache_lock:
+        history.db_output_cache.clear()
+
+
+def test_fuzzed_magic_arguments_give_usage_errors_or_clean_messages_and_cells_stay_measured(fuzz_shell, tmp_path):
+    shell, rng, started, cpu = fuzz_shell, random.Random(SEED), time.perf_counter(), time.process_time()
+    outcomes = {"ok": 0, "usage": 0}
+    before = {p for p in tmp_path.parent.iterdir()}
+    for i in range(CALLS):
+        line = guarded(fuzz_line(rng))
+        source = f"%carbon {line}" if i % 2 == 0 else f"%%carbon {line}\nfuzz_cell = {i}"
+        with capture_output() as captured:
+            result = shell.run_cell(source, store_history=True)
+        error = result.error_before_exec or result.error_in_exec
+        said = captured.stdout + captured.stderr
+        shown = repr(source)[:300]
+        assert error is None or type(error) is UsageError, f"{shown}: {error!r}\n{said[-2000:]}"
+        assert "Traceback" not in said and "could not" not in said, f"{shown}:\n{said[-2000:]}"
+        outcomes["ok" if error is None else "usage"] += 1
+        recorder = extension.current_recorder()
+        if recorder.budget.stop:  # a fuzzed budget --stop would (rightly) stop the next cell
+            recorder.budget.clear()
+        probe = shell.run_cell(f"fuzz_probe = {i}", store_history=True)
+        assert probe.success, shown
+        last = greenjupyter.cells()[-1]
+        assert (last.source_preview, last.execution_count, last.success) == (f"fuzz_probe = {i}", probe.execution_count, True), shown
+    elapsed = time.perf_counter() - started
+    print(f"{CALLS} fuzzed calls in {elapsed:.1f} s ({time.process_time() - cpu:.1f} s of CPU): {outcomes}")
+    assert outcomes["ok"] > 100 and outcomes["usage"] > 300  # both kinds were reached
+    assert {p for p in tmp_path.parent.iterdir()} == before  # nothing written beside tmp_path
+    assert all(p.parent == tmp_path for p in tmp_path.glob("*.*") if p.suffix in (".csv", ".json"))
