@@ -1,0 +1,194 @@
+"""The cell journal: what a cell writes, what survives a kill, a torn write, a full disk."""
+
+import fcntl
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import greenjupyter
+from greenjupyter import journal, runtime
+from greenjupyter.measurement import CellRecord
+from greenjupyter.meter import ComponentInfo, Reading
+from greenjupyter.store import Store, StoredCell
+
+HEADER = {
+    "version": 1, "session": "s1", "kernel_id": "k1", "notebook": "nb.ipynb", "hardware": "test",
+    "components": ["cpu:package-0", "dram:0", "gpu:0"], "period_s": [0.001, 0.001, 0.0],
+    "power_error_w": [0.0, 0.0, 5.0], "estimated": [False, False, False], "caps_w": [math.inf] * 3,
+}
+
+
+def reading(t, values, variation=None):
+    return Reading(t, 1_700_000_000.0 + t, values, 0, tuple(HEADER["components"]), 1e-6, variation)
+
+
+def entry(seq, joules=(10.0, 2.0, 30.0), preview="x = 1", error=None):
+    start = reading(100.0 + seq, [0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    stop = reading(100.5 + seq, list(joules), [0.0, 0.0, 1.5])
+    return journal.entry_bytes(seq, seq + 1, error is None, start, stop, {2} if seq == 3 else (), (), f"id{seq}",
+                               preview, error)
+
+
+def write_journal(path, entries, header=HEADER):
+    with open(path, "wb") as f:
+        f.write(journal.header_bytes(header) + b"".join(entries))
+
+
+def test_entries_read_back_as_written(tmp_path):
+    path = tmp_path / "a.cells"
+    long_preview = "é" * 2000  # cut at MAX_TEXT_BYTES, still valid text
+    nan_reading = entry(4, joules=(float("nan"), 1.0, 2.0))
+    write_journal(path, [entry(0), entry(1, preview=long_preview, error="ZeroDivisionError"), entry(3), nan_reading])
+    header, entries = journal.read(str(path))
+    assert header == HEADER
+    assert [e.seq for e in entries] == [0, 1, 3, 4]
+    first = entries[0]
+    assert (first.execution_count, first.success, first.cell_id, first.preview, first.error) == (1, True, "id0", "x = 1", None)
+    assert first.stop.values == [10.0, 2.0, 30.0] and first.stop.variation == [0.0, 0.0, 1.5]
+    assert entries[1].error == "ZeroDivisionError" and not entries[1].success
+    assert len(entries[1].preview.encode()) <= journal.MAX_TEXT_BYTES and entries[1].preview.startswith("éé")
+    assert entries[2].failed == frozenset({2})
+    m = journal.measurement_of(entries[0], header)
+    assert m.energy_j == pytest.approx(42.0) and m.duration_s == pytest.approx(0.5)
+    # polled GPU: the variation between polls plus the sensor's 5 W over the window
+    assert m.uncertainty_j >= 1.5 + 5.0 * 0.5
+    assert journal.measurement_of(entries[2], header).failed_components == ("gpu:0",)
+    assert journal.measurement_of(entries[3], header).failed_components == ("cpu:package-0",)
+
+
+@pytest.mark.parametrize("damage", ["torn", "garbage", "flipped"])
+def test_a_torn_or_damaged_tail_keeps_every_whole_entry_before_it(tmp_path, damage):
+    path = tmp_path / "a.cells"
+    whole = journal.header_bytes(HEADER) + entry(0) + entry(1)
+    last = entry(2)
+    if damage == "torn":  # the process died in the middle of a write
+        data = whole + last[: len(last) // 2]
+    elif damage == "garbage":
+        data = whole + os.urandom(300)
+    else:  # one bit of the last entry's payload changed: its CRC no longer matches
+        data = whole + last[:20] + bytes([last[20] ^ 1]) + last[21:]
+    path.write_bytes(data)
+    header, entries = journal.read(str(path))
+    assert header == HEADER and [e.seq for e in entries] == [0, 1]
+
+
+def hold_lock(path, ready, release):
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    ready.set()
+    release.wait(30)
+
+
+def test_a_live_kernels_journal_is_left_alone_and_a_dead_ones_recovered_once(tmp_path):
+    directory = tmp_path / "h.sqlite.pending"
+    directory.mkdir()
+    alive, dead = directory / "s1-1.cells", directory / "s1-2.cells"
+    write_journal(alive, [entry(0), entry(1)])
+    write_journal(dead, [entry(2), entry(3), entry(4)])
+    store = Store(str(tmp_path / "h.sqlite"))
+    # Cell 3 already made it into the database before the kernel died.
+    m = journal.measurement_of(journal.read(str(dead))[1][1], HEADER)
+    store.add(StoredCell(CellRecord(m, 4), "s1", "k1", "test", entry=3))
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=hold_lock, args=(str(alive), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        assert journal.recover(str(directory), store, lambda m: m.replace(co2e_g=1.0)) == 2
+        assert [p.name for p in directory.iterdir()] == [alive.name]  # the live one stays, untouched
+        rows = store.cells(session="s1")
+        assert sorted(c.entry for c in rows) == [2, 3, 4]
+        assert {c.record.measurement.co2e_g for c in rows if c.entry != 3} == {1.0}
+        assert rows[0].record.notebook == "nb.ipynb" and rows[0].kernel_id == "k1"
+    finally:
+        release.set()
+        holder.join(10)
+    assert journal.recover(str(directory), store, lambda m: m) == 2  # its writer is gone now
+    assert sorted(c.entry for c in store.cells(session="s1")) == [0, 1, 2, 3, 4]
+    assert journal.recover(str(directory), store, lambda m: m) == 0 and list(directory.iterdir()) == []
+    store.close()
+
+
+@pytest.fixture
+def shell():
+    shell = InteractiveShell.instance()
+    yield shell
+    shell.run_cell("%unload_ext greenjupyter")
+
+
+def test_the_cells_own_path_writes_the_journal_and_never_the_database(shell, tmp_path, monkeypatch):
+    monkeypatch.setenv("GREENJUPYTER_SAMPLE_INTERVAL_S", "0.05")
+    shell.run_cell("%load_ext greenjupyter")
+    store = runtime.get_store()
+    threads = []
+    add = store.add
+    monkeypatch.setattr(store, "add", lambda cell: (threads.append(threading.get_ident()), add(cell)))
+    pending = tmp_path / "history.sqlite.pending"
+    for n in range(30):
+        shell.run_cell(f"x = {n}", store_history=True)
+    assert any(p.stat().st_size > 0 for p in pending.iterdir())
+    deadline = time.monotonic() + 10
+    while len(threads) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(threads) == 30 and threading.get_ident() not in threads  # rows come from the sampler's thread
+    # The next cell moves to a fresh file; the sampler deletes the old one, whose rows are in.
+    shell.run_cell("x = 30", store_history=True)
+    deadline = time.monotonic() + 10
+    while sum(len(journal.read(str(p))[1]) for p in pending.iterdir()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    files = list(pending.iterdir())
+    assert len(files) <= 2  # the file being written and the next one made ready
+    assert sum(len(journal.read(str(p))[1]) for p in files) <= 1
+    shell.run_cell("%unload_ext greenjupyter")
+    assert list(pending.iterdir()) == []
+    previews = [c.record.source_preview for c in Store(str(tmp_path / "history.sqlite")).cells()]
+    assert previews[-31:] == [f"x = {n}" for n in range(31)]
+
+
+def test_a_journal_that_cannot_be_made_gives_one_notice_and_cells_still_reach_the_database(shell, tmp_path, capsys):
+    (tmp_path / "history.sqlite.pending").write_text("a file where the journal's folder would go")
+    shell.run_cell("%load_ext greenjupyter")
+    for n in range(3):
+        shell.run_cell(f"y = {n}", store_history=True)
+    rows = greenjupyter.history()
+    assert [c.record.source_preview for c in rows] == ["y = 0", "y = 1", "y = 2"]
+    err = capsys.readouterr().err
+    assert err.count("cell journal in") == 1 and "cannot be written" in err
+
+
+FULL_DISK = textwrap.dedent("""
+    import os, resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter")
+    shell.run_cell("x = 0")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # from now on no file may grow
+    for n in range(1, 6):
+        result = shell.run_cell(f"x = {n}")
+        assert result.success, result
+    import greenjupyter
+    print("cells in memory:", len(greenjupyter.cells()), "x =", shell.user_ns["x"], flush=True)
+    os._exit(0)
+""")
+
+
+def test_a_full_disk_gives_one_notice_and_the_session_goes_on_in_memory(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENJUPYTER_")}
+    env.update(GREENJUPYTER_DB_PATH=str(tmp_path / "history.sqlite"), GREENJUPYTER_POWERCAP_ROOT="/nonexistent",
+               GREENJUPYTER_SAMPLE_INTERVAL_S="0.05")
+    done = subprocess.run([sys.executable, "-c", FULL_DISK], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "cells in memory: 6 x = 5" in done.stdout
+    assert done.stderr.count("cell journal in") == 1 and "File too large" in done.stderr
+    assert "Traceback" not in done.stderr
