@@ -53,6 +53,26 @@ def test_the_command_line_prints_no_control_character_from_a_notebook(tmp_path, 
         assert len(out.splitlines()) == (3 if argv == ["history"] else 4)  # title, header, rows
 
 
+def test_both_exports_neutralise_formulas_from_real_cells(tmp_path, monkeypatch, capsys):
+    import csv
+
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter", store_history=True)
+    try:
+        for source in ("+1+1", "-2+3", "@SUM(1+1)", "=cmd|' /C calc'!A0"):  # the last two do not even compile
+            shell.run_cell(source, store_history=True)
+        shell.run_line_magic("carbon", "export magic.csv")
+    finally:
+        shell.run_line_magic("unload_ext", "greenjupyter")
+    assert cli.main(["--db", str(tmp_path / "history.sqlite"), "export", str(tmp_path / "cli.csv")]) == 0
+    for name in ("magic.csv", "cli.csv"):
+        with open(tmp_path / name, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["source_preview"] for r in rows] == ["'+1+1", "'-2+3", "'@SUM(1+1)", "'=cmd|' /C calc'!A0"], name
+        assert [r["error"] for r in rows] == ["", "", "SyntaxError", "SyntaxError"]
+
+
 # --- spans for --since and greenjupyter.history(since=...) -----------------------------------
 
 SPANS_REFUSED = [

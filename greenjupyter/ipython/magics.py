@@ -49,7 +49,8 @@ class CarbonMagics(Magics):
     @argument("--format", help="with report: markdown (default), latex, html or text")
     @argument("--stop", action="store_true", help="with budget: stop running cells once it is passed")
     @argument("-q", "--quiet", action="store_true", help="cell magic: measure without showing the result")
-    @argument("-o", "--output", metavar="NAME", help="cell magic: store the Measurement in the variable NAME")
+    @argument("-o", "--output", metavar="NAME", help="cell magic: store the Measurement in the variable NAME "
+              "(not one starting with _, a builtin, or In, Out, get_ipython, exit, quit)")
     @argument("-n", "--last", type=int, metavar="N", help="with cells: show the last N cells (default 20)")
     @argument("--region", metavar="REGION", help="cell magic: work out CO2e for this region instead (FR, US-CA, us-central1)")
     @line_cell_magic
@@ -71,6 +72,8 @@ class CarbonMagics(Magics):
                                   the cell's record keeps the session's grid
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
+        Quote a value with spaces: %carbon export "my cells.csv". An option given where it does
+        nothing (-q, -o, --region on a line; --stop, --format, -n with another action) is refused.
         """
         args = self._parse(line)
         recorder = current_recorder()
