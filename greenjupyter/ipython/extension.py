@@ -63,6 +63,8 @@ class CellRecorder:
         self._closed: deque = deque()
         self._seq = 0  # the next cell's number in this session's journal
         self._lock = threading.Lock()
+        self._upkeep = threading.Lock()  # the sampler's journal upkeep against closing it; never on a cell's path
+        self._journal_closed = False
         self.journal = None
         self._recovered = store is None  # journals of dead kernels are recovered on the first tick
         if store is not None:
@@ -209,15 +211,18 @@ class CellRecorder:
         """The sampler's tick: records and rows for the cells that ended, then the journal's upkeep."""
         if self.pid != os.getpid():
             return
-        self._recover()
-        retired = list(self.journal.retired) if self.journal is not None else ()
-        self.finish()
-        if self.store is None:
-            return
-        self.store.retry()
-        if self.journal is not None and self.store.all_written:
-            self.journal.delete(retired)
-            self.journal.rotate()
+        with self._upkeep:
+            if self._journal_closed:
+                return
+            self._recover()
+            retired = list(self.journal.retired) if self.journal is not None else ()
+            self.finish()
+            if self.store is None:
+                return
+            self.store.retry()
+            if self.journal is not None and self.store.all_written:
+                self.journal.delete(retired)
+                self.journal.rotate()
 
     def register(self) -> None:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
@@ -245,12 +250,14 @@ class CellRecorder:
         """Write what is left to the database; delete the journal if all of it is in."""
         if self.pid != os.getpid():
             return
-        if self._on_sample in self.meter.sampler.listeners:  # the sampler may outlive us at exit
-            self.meter.sampler.listeners.remove(self._on_sample)
-        self.finish()
-        if self.journal is not None:
-            self.store.retry()
-            self.journal.close(delete=self.store.all_written)
+        with self._upkeep:  # a tick may be under way: the sampler can outlive us at exit
+            if self._journal_closed:
+                return
+            self._journal_closed = True
+            self.finish()
+            if self.journal is not None:
+                self.store.retry()
+                self.journal.close(delete=self.store.all_written)
 
 
 def _kernel_id():
