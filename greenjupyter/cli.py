@@ -15,14 +15,14 @@ cells keep the counts 1, 2, ... they would have had. The reply's ``user_expressi
 back the recorder's session id, and this run's cells are read from the history database by it.
 
 Exit codes: 0 ok; 1 the notebook raised (or a cell ran past ``--timeout``); 2 usage errors
-(arguments, missing or invalid files, unknown kernel or region, greenjupyter not loadable in
-the kernel); 3 the kernel died or could not start; 130 interrupted.
+(arguments, missing or unreadable files, unknown kernel or region, greenjupyter not loadable in
+the kernel); 3 the kernel died or could not start; 130 / 143 stopped by SIGINT / SIGTERM (the
+kernel is shut down first, and what ran is kept).
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
 import contextlib
 import dataclasses
@@ -30,10 +30,12 @@ import html
 import io
 import logging
 import os
+import signal
 import sqlite3
 import sys
 import tempfile
 import time
+import warnings
 from queue import Empty
 
 from . import format as fmt
@@ -48,6 +50,9 @@ SESSION_SHOWN = 12  # characters of a session id shown in tables; --session take
 _RECORDER = "__import__('greenjupyter.ipython.extension', fromlist=['current_recorder']).current_recorder()"
 SESSION_EXPRESSION = f"(lambda r: r and [r.session, r.store and r.store.path, r.store and r.store.failed])({_RECORDER})"
 FLUSH_EXPRESSION = f"(lambda r: r and [r.finish(), r.store and r.store.retry(), r.session][-1])({_RECORDER})"
+# Loaded past IPython's extension manager, which would otherwise answer the notebook's own
+# `%load_ext greenjupyter` with "already loaded" in its output; greenjupyter ignores a second load.
+LOAD_CODE = "__import__('greenjupyter').load_ipython_extension(get_ipython())"
 
 
 class UsageError(Exception):
@@ -91,6 +96,7 @@ def cmd_measure(args) -> int:
                     source.close()
             print(f"greenjupyter: report written to {args.report}", file=sys.stderr)
         if args.output:
+            run.clear_cells_not_run()
             _write_notebook(nb, args.output)
             print(f"greenjupyter: executed notebook written to {args.output}", file=sys.stderr)
     if problem:
@@ -109,10 +115,13 @@ def _execute(run: NotebookRun, env: dict, timeout) -> tuple[int, str | None]:
         return FAILED, f"{run.where()} ran past --timeout {timeout} s and was stopped"
     except CellExecutionError as error:
         return FAILED, f"{run.where()} raised {error.ename}: {error.evalue}".rstrip(": ")
+    except Interrupted as stop:
+        run.end_line("interrupted")
+        when = f"during {run.where()}" if run.current else "while the kernel was starting"
+        return 128 + stop.signum, (f"{signal.Signals(stop.signum).name} received {when}; the kernel was shut down"
+                                   + ("; the cells that ran are shown above and kept in the history" if run.current else ""))
     except DeadKernelError:
         run.end_line("kernel died")
-        if run.interrupted:
-            return INTERRUPTED, "interrupted; the kernel was shut down"
         return DIED, (
             f"the kernel died while running {run.where()} (its process ended: os._exit, a crash, or the system "
             "ran out of memory); what it recorded before is shown above" + run.last_words()
@@ -132,7 +141,7 @@ def _show_run(run: NotebookRun, db_path: str, settings, name: str, allowed_error
     records = [s.record for s in stored]
     if run.sessions:
         print(f"greenjupyter: {name} in kernel {run.kernel}, session {run.sessions[0][:SESSION_SHOWN]}")
-        print(run_table(stored, run.cell_of_count))
+        print(run_table(stored, run.place))
         print(totals_text(records, settings, _grid(settings)))
     if run.errors and allowed_errors:
         listed = ", ".join(f"cell {n} ({ename})" for n, _, ename, _ in run.errors)
@@ -142,7 +151,11 @@ def _show_run(run: NotebookRun, db_path: str, settings, name: str, allowed_error
 
 
 def read_notebook(path: str):
-    """Return the notebook at ``path`` (nbformat 4), or raise UsageError saying why it is not one."""
+    """Return the notebook at ``path`` (nbformat 4), or raise UsageError saying why it cannot be run.
+
+    As nbclient and nbconvert do, a notebook that breaks its format's schema in a way that does not
+    stop it running (e.g. cell ids in format 4.0) is run, with one warning on stderr.
+    """
     import nbformat
 
     if not os.path.exists(path):
@@ -150,18 +163,48 @@ def read_notebook(path: str):
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory; accepted: a Jupyter notebook file (.ipynb)")
     try:
-        nb = nbformat.read(path, as_version=4)
-        if not isinstance(nb.get("cells"), list):
-            raise TypeError("it has no list of cells")
-        nbformat.validate(nb)
+        with warnings.catch_warnings():  # nbformat warns about what it repairs; the schema says it once, below
+            warnings.simplefilter("ignore")
+            nb = nbformat.read(path, as_version=4)
+        _check_runnable(nb)
     except OSError as error:
         raise UsageError(f"cannot read {path} ({error.strerror or error})") from None
-    except Exception as error:  # nbformat raises many kinds (NotJSONError, ValidationError, KeyError, ...)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if len(reason) > 160:
-            reason = reason[:159] + "…"
-        raise UsageError(f"{path} is not a Jupyter notebook ({reason}); accepted: an .ipynb file in nbformat 4") from None
+    except Exception as error:  # nbformat raises many kinds (NotJSONError, KeyError, ...)
+        raise UsageError(f"{path} is not a Jupyter notebook ({_first_line(error)}); "
+                         "accepted: an .ipynb file in nbformat 4") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nbformat.validate(nb)
+    except nbformat.ValidationError as error:
+        where = "/".join(str(part) for part in getattr(error, "absolute_path", ()))
+        print(f"greenjupyter: warning: {path} does not follow the notebook format "
+              f"{nb.nbformat}.{nb.get('nbformat_minor', 0)} ({_first_line(error)}{f' at {where}' if where else ''}); "
+              "running it anyway, as nbconvert does", file=sys.stderr)
     return nb
+
+
+def _check_runnable(nb) -> None:
+    """Raise TypeError unless every cell has what nbclient needs: a known type, text and metadata."""
+    import nbformat
+
+    if not isinstance(nb.get("cells"), list):
+        raise TypeError("it has no list of cells")
+    for number, cell in enumerate(nb.cells, 1):
+        if not isinstance(cell, dict):
+            raise TypeError(f"cell {number} is not a cell")
+        if cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise TypeError(f"cell {number} is of unknown type {cell.get('cell_type')!r}")
+        if not isinstance(cell.get("source"), str):
+            raise TypeError(f"cell {number} has no source")
+        if not isinstance(cell.setdefault("metadata", nbformat.NotebookNode()), dict):
+            raise TypeError(f"cell {number} has metadata that is not a mapping")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    return reason if len(reason) <= 160 else reason[:159] + "…"
 
 
 class KernelStartError(Exception):
@@ -170,6 +213,14 @@ class KernelStartError(Exception):
 
 class LoadError(Exception):
     """greenjupyter could not be loaded in the kernel (exit code 2)."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run; the kernel has been shut down (exit code 128 + the signal)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class NotebookRun:
@@ -203,16 +254,15 @@ class NotebookRun:
         self.cell_of_count: dict[int, int] = {}  # execution count -> cell number (1-based)
         self.errors: list[tuple] = []  # (cell number, execution count, ename, evalue) of cells that raised
         self.current: tuple[int, int] | None = None  # (cell number, execution count) running or last run
+        self.reached = -1  # index of the last cell sent to the kernel
+        self.spans: list[list] = []  # [wall start, wall end, cell number, execution count] of each cell sent
         self.started = False
+        self.signal: int | None = None  # SIGINT or SIGTERM, once one has stopped the run
+        self._closing = False
         self.kernel_log = kernel_log  # a binary file for the kernel process's own stderr, or None to share ours
         self._log_mark = 0  # where that log stood when the kernel was ready
         self._t0 = 0.0
         self._line_open = False
-
-    @property
-    def interrupted(self) -> bool:
-        # nbclient's SIGINT/SIGTERM handler shuts the kernel down and leaves this future behind.
-        return getattr(self.client, "_async_cleanup_kernel_future", None) is not None
 
     def where(self) -> str:
         if self.current is None:
@@ -221,56 +271,111 @@ class NotebookRun:
         return f"cell {number} (In [{count}])"
 
     def execute(self, env: dict) -> None:
+        """Run the notebook; raise Interrupted, KernelStartError, LoadError or nbclient's errors."""
         from jupyter_core.utils import run_sync
 
         try:
             run_sync(self._run)(env)
         except (RuntimeError, TimeoutError, OSError) as error:
-            if self.started:  # DeadKernelError and CellTimeoutError are among these
+            if self.started or self.signal is not None:  # DeadKernelError and CellTimeoutError are among these
                 raise
-            self._forget_failed_start()
             raise KernelStartError(f"kernel {self.kernel!r} could not start ({error})") from None
 
-    def _forget_failed_start(self) -> None:
-        """Clean up after a kernel that did not start, and drop nbclient's exit hook for it.
-
-        nbclient (0.11) registers an atexit cleanup before starting the kernel and leaves it
-        registered when the start fails after it has already cleaned up, so at exit the hook
-        would fail with a traceback (``assert self.km is not None``).
-        """
-        client = self.client
-        atexit.unregister(client._cleanup_kernel)
-        if client.km is not None:
-            with contextlib.suppress(Exception):
-                client._cleanup_kernel()
-
     async def _run(self, env: dict) -> None:
+        import asyncio
+
+        from nbclient.util import ensure_async
+
+        # The kernel's lifetime is ours rather than nbclient's async_setup_kernel: its SIGINT/SIGTERM
+        # handler shuts the kernel down under the running cell and then fails on its own cleanup.
+        client = self.client
+        client.reset_execution_trackers()
+        client.km = client.create_kernel_manager()
+        self._catch_signals(asyncio.current_task())
+        try:
+            await self._session(env)
+        except (asyncio.CancelledError, Exception):
+            if self.signal is None:
+                raise
+            # Whatever the cancel became (nbclient turns a cancelled cell into DeadKernelError), the run stops here.
+            if hasattr(asyncio.Task, "uncancel"):
+                asyncio.current_task().uncancel()
+            if self.running:  # stop the cell, so that it ends as a recorded cell
+                with contextlib.suppress(Exception):
+                    await ensure_async(client.km.interrupt_kernel())
+            if self.started:
+                await self._flush(wait=5)
+        finally:
+            self._closing = True
+            try:
+                await self._shut_down()
+            finally:
+                self._release_signals()
+                left = asyncio.all_tasks() - {asyncio.current_task()}  # nbclient's pollers of a stopped cell
+                for task in left:
+                    task.cancel()
+                if left:
+                    await asyncio.wait(left, timeout=2)
+        if self.signal is not None:
+            raise Interrupted(self.signal)
+
+    async def _session(self, env: dict) -> None:
         from nbclient.exceptions import CellExecutionError
 
         client = self.client
-        client.reset_execution_trackers()
         # The kernel's own stderr (not its cells': those go to the notebook) is kept aside and shown
         # only if it dies, from where it stood once the kernel was ready (past its start-up banners).
         options = {"env": env} if self.kernel_log is None else {"env": env, "stderr": self.kernel_log}
-        async with client.async_setup_kernel(**options):
-            self.started = True
-            if self.kernel_log is not None:
-                self._log_mark = os.lseek(self.kernel_log.fileno(), 0, os.SEEK_END)
-            reply, _ = await self._quiet("", kernel_info=True)
-            if "language_info" in reply:
-                self.nb.metadata["language_info"] = reply["language_info"]
-            await self._load()
-            try:
-                for index, cell in enumerate(self.nb.cells):
-                    await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
-            except CellExecutionError:
-                await self._flush()
-                raise
-            client.set_widgets_metadata()
+        await client.async_start_new_kernel(**options)
+        await client.async_start_new_kernel_client()
+        self.started = True
+        if self.kernel_log is not None:
+            self._log_mark = os.lseek(self.kernel_log.fileno(), 0, os.SEEK_END)
+        reply, _ = await self._quiet("", kernel_info=True)
+        if "language_info" in reply:
+            self.nb.metadata["language_info"] = reply["language_info"]
+        await self._load()
+        try:
+            for index, cell in enumerate(self.nb.cells):
+                await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+        except CellExecutionError:
             await self._flush()
+            raise
+        client.set_widgets_metadata()
+        await self._flush()
+
+    async def _shut_down(self) -> None:
+        client = self.client
+        if client.km is None:  # nbclient already cleaned up after a failed start
+            return
+        if not self.started:  # nothing to save in a kernel that never answered
+            client.shutdown_kernel = "immediate"
+        await client._async_cleanup_kernel()
+
+    def _catch_signals(self, task) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):  # not the main thread
+                loop.add_signal_handler(signum, self._on_signal, signum, task)
+
+    def _release_signals(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int, task) -> None:
+        if self.signal is None:
+            self.signal = signum
+            if not self._closing:  # once shutting down, let the shutdown finish
+                task.cancel()
 
     async def _load(self) -> None:
-        reply, printed = await self._quiet("%load_ext greenjupyter", {"recorder": SESSION_EXPRESSION})
+        reply, printed = await self._quiet(LOAD_CODE, {"recorder": SESSION_EXPRESSION})
         hint = "greenjupyter measures IPython kernels that have it installed; choose one with --kernel NAME"
         if reply.get("status") != "ok":
             raise LoadError(
@@ -291,12 +396,12 @@ class NotebookRun:
         if said:
             print(said, file=self.out)
 
-    async def _flush(self) -> None:
+    async def _flush(self, wait: float = 10) -> None:
         """Have the kernel write any row still queued (another writer held the database); best effort."""
         from nbclient.exceptions import DeadKernelError
 
         try:
-            reply, _ = await self._quiet("", {"session": FLUSH_EXPRESSION}, wait=10)
+            reply, _ = await self._quiet("", {"session": FLUSH_EXPRESSION}, wait=wait)
         except (DeadKernelError, TimeoutError, RuntimeError):
             return
         session = _expression_value(reply, "session")
@@ -346,12 +451,16 @@ class NotebookRun:
         count = self.client.code_cells_executed + 1  # what nbclient will give this cell
         self.current = (cell_index + 1, count)
         self.cell_of_count[count] = cell_index + 1
+        self.reached = cell_index
+        cell.execution_count = count  # not the file's old one, even if the run stops before the kernel says it
+        self.spans.append([time.time(), None, cell_index + 1, count])
         print(f"[{self.position.get(cell_index, '?')}/{len(self.position)}] cell {cell_index + 1} ... ",
               end="", file=self.out, flush=True)
         self._line_open = True
         self._t0 = time.perf_counter()
 
     def _cell_finished(self, cell, cell_index, execute_reply) -> None:
+        self.spans[-1][1] = time.time()
         took = fmt.duration(time.perf_counter() - self._t0)
         content = (execute_reply or {}).get("content", {})
         if content.get("status") == "error":
@@ -359,6 +468,36 @@ class NotebookRun:
             self.end_line(f"{took}, raised {content.get('ename')}")
         else:
             self.end_line(took)
+
+    @property
+    def running(self) -> bool:
+        """True while a cell sent to the kernel has not replied."""
+        return bool(self.spans) and self.spans[-1][1] is None
+
+    def place(self, record) -> tuple:
+        """Return (cell number, execution count) of one of this run's records, or blanks.
+
+        IPython gives post_run_cell a result without a count when showing the cell's traceback itself
+        raised (under %pdb on with no stdin, the debugger's StdinNotImplementedError), so such a record
+        is placed by when it started: inside the span from its cell's request to its reply.
+        """
+        count = record.execution_count
+        if count is not None:
+            return self.cell_of_count.get(count, ""), count
+        started = record.measurement.started_at.timestamp()
+        for sent, replied, number, count in self.spans:
+            if sent <= started and (replied is None or started <= replied):
+                return number, count
+        return "", ""
+
+    def clear_cells_not_run(self) -> None:
+        """Empty the outputs and counts that the cells this run did not reach keep from an older run."""
+        for index in self.position:
+            if index > self.reached:
+                cell = self.nb.cells[index]
+                cell.outputs = []
+                cell.execution_count = None
+                cell.metadata.pop("execution", None)  # nbclient's timings
 
     def last_words(self, lines: int = 8) -> str:
         """Return the end of what the kernel process wrote to its stderr, as a suffix for a message."""
@@ -446,15 +585,17 @@ def _write_notebook(nb, path: str) -> None:
 # --- tables and totals -----------------------------------------------------------------------
 
 
-def run_table(stored, cell_of_count: dict) -> str:
-    """Return one line per measured cell of a run: notebook cell, execution count, figures, source."""
+def run_table(stored, place) -> str:
+    """Return one line per measured cell of a run: notebook cell, execution count, figures, source.
+
+    ``place(record)`` gives the record's (cell number, execution count).
+    """
     if not stored:
         return "  (no cell was measured)"
     lines = [f"{'cell':>5} {'#':>4}  {fmt.CELL_COLUMNS}"]
     for s in stored:
-        r = s.record
-        count = "" if r.execution_count is None else r.execution_count
-        lines.append(f"{cell_of_count.get(r.execution_count, ''):>5} {count:>4}  {fmt.cell_columns(r)}")
+        number, count = place(s.record)
+        lines.append(f"{number:>5} {count:>4}  {fmt.cell_columns(s.record)}")
     return "\n".join(lines)
 
 
@@ -775,7 +916,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="greenjupyter",
         description="Energy and CO2e of Jupyter notebooks: measure one headless, or read the history database.",
-        epilog="Exit codes: 0 ok, 1 the notebook raised, 2 usage error, 3 the kernel died.",
+        epilog="Exit codes: 0 ok, 1 the notebook raised, 2 usage error, 3 the kernel died, "
+               "130 / 143 stopped by SIGINT / SIGTERM.",
     )
     parser.add_argument("--db", metavar="PATH", default=None,
                         help="history database (default: the db_path setting, else greenjupyter/history.sqlite "
@@ -792,7 +934,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", metavar="R", help="grid region for CO2e: FR, US-CA, us-central1, aws:eu-west-3, ...")
     p.add_argument("--pue", metavar="X", help="facility PUE, 1.0 to 3.0")
     p.add_argument("--report", metavar="FILE", help="write a report: .html (with a figure), .md, .tex or .txt")
-    p.add_argument("--output", metavar="FILE", help="save the executed notebook, outputs included")
+    p.add_argument("--output", metavar="FILE",
+                   help="save the executed notebook, outputs included; written also when the run stops early "
+                        "(a cell raised, timed out, the kernel died, a signal), with the outputs and counts of "
+                        "the cells it did not reach cleared")
     p.add_argument("--kernel", metavar="NAME", help="kernel to run it in (default: the notebook's, else python3)")
     p.add_argument("--timeout", metavar="S", type=_seconds, help="stop a cell that runs longer than S seconds")
     p.add_argument("--allow-errors", action="store_true", help="run on past cells that raise, and exit 0")

@@ -3,8 +3,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 import nbformat
@@ -308,3 +310,167 @@ def test_a_kernel_without_greenjupyter_is_refused(tmp_path, env, capsys):
     err = capsys.readouterr().err
     assert "could not load greenjupyter in kernel 'elsewhere' (ImportError: not installed here)" in err
     assert "choose one with --kernel NAME" in err and "Traceback" not in err
+
+
+# --- signals, stale outputs, notebooks that load greenjupyter, lenient format, %pdb -----------
+
+
+def measure_process(env, *argv):
+    """Start `greenjupyter measure` as its own process, its output kept in pipes."""
+    return subprocess.Popen([sys.executable, "-m", "greenjupyter", "measure", *argv], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(path, process, within=120):
+    """Wait until ``path`` exists (the kernel got there); fail with the command's output if it ended first."""
+    deadline = time.monotonic() + within
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            out, err = process.communicate()
+            pytest.fail(f"{path.name} never appeared (rc {process.returncode}):\n{out}\n{err}")
+        time.sleep(0.05)
+
+
+def running(pid, within=20) -> bool:
+    """Return whether process ``pid`` still runs after up to ``within`` s (a zombie has ended)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if state in ("Z", "X") or time.monotonic() > deadline:
+            return state not in ("Z", "X")
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_during_a_cell_shuts_the_kernel_down_and_keeps_what_ran(tmp_path, env, signum, code, name):
+    notebook = write_notebook(tmp_path / "long.ipynb", [
+        "import os\nopen('kernel.pid', 'w').write(str(os.getpid()))",
+        "import time\nopen('started', 'w').close()\ntime.sleep(120)",
+        "print('never')",
+    ])
+    db, output = tmp_path / "kept.sqlite", tmp_path / "out.ipynb"
+    process = measure_process(env, notebook, "--db", str(db), "--output", str(output))
+    wait_for(tmp_path / "started", process)
+    kernel = int((tmp_path / "kernel.pid").read_text())
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)  # the long cell would take 120 s
+
+    assert process.returncode == code, err
+    assert "Traceback" not in err and "Error" not in err.replace("error:", "")
+    assert f"error: {name} received during cell 2 (In [2]); the kernel was shut down" in err
+    assert "[2/3] cell 2 ... interrupted" in err
+    assert not running(kernel), f"kernel {kernel} still runs"
+    # The cell that ran is kept; the one stopped is kept too, as a cell that raised KeyboardInterrupt.
+    rows = {c.record.execution_count: c.record for c in Store(str(db)).cells()}
+    assert rows[1].success and not rows[2].success and rows[2].error == "KeyboardInterrupt"
+    assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1), (2, 2)]
+    executed = nbformat.read(str(output), as_version=4)
+    assert [c.execution_count for c in executed.cells] == [1, 2, None]
+
+
+SLOW_START = ("import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120); "
+              "os.execv(sys.executable, [sys.executable, '-m', 'ipykernel_launcher', '-f', sys.argv[2]])")
+
+
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_during_start_up_stops_the_kernel(tmp_path, env, signum, code, name):
+    marker = tmp_path / "kernel.pid"
+    add_kernelspec(tmp_path, "slow", [sys.executable, "-c", SLOW_START, str(marker), "{connection_file}"])
+    notebook = write_notebook(tmp_path / "nb.ipynb", ["1"], kernel="slow")
+    process = measure_process(env, notebook, "--db", str(tmp_path / "kept.sqlite"))
+    wait_for(marker, process)
+    kernel = int(marker.read_text())
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+
+    assert process.returncode == code, err
+    assert "Traceback" not in err and "CancelledError" not in err
+    assert f"error: {name} received while the kernel was starting; the kernel was shut down" in err
+    assert not running(kernel), f"kernel {kernel} still runs"
+
+
+STALE = {  # what an author's run from long ago left in the file
+    "outputs": [nbformat.v4.new_output("stream", name="stdout", text="100 loops, best of 3: 2 ms per loop\n")],
+    "metadata": {"execution": {"iopub.execute_input": "2019-01-01T00:00:00Z"}},
+}
+
+
+@pytest.mark.parametrize("stop, argv, code", [("1 / 0", [], 1), ("import time\ntime.sleep(60)", ["--timeout", "1"], 1)])
+def test_cells_that_did_not_run_lose_their_old_outputs(tmp_path, env, stop, argv, code):
+    path = tmp_path / "old.ipynb"
+    write_notebook(path, ["x = 1", stop, "%timeit sum(range(10))", "# markdown notes", "x"])
+    nb = nbformat.read(str(path), as_version=4)
+    for count, cell in zip((1, 2, 4, None, 5), nb.cells):
+        if cell.cell_type == "code":
+            cell.execution_count = count + 10
+            cell.outputs = list(STALE["outputs"])
+            cell.metadata.update(STALE["metadata"])
+    nbformat.write(nb, str(path))
+    output = tmp_path / "out.ipynb"
+    assert cli.main(["measure", str(path), "--output", str(output), *argv]) == code
+
+    executed = nbformat.read(str(output), as_version=4)
+    assert [c.get("execution_count") for c in executed.cells] == [1, 2, None, None, None]
+    assert "loops" not in json.dumps([c.get("outputs") for c in executed.cells])
+    assert not executed.cells[2].outputs and not executed.cells[4].outputs
+    assert "2019" not in json.dumps([c.metadata for c in executed.cells])
+
+
+def test_a_notebook_that_loads_greenjupyter_itself_gets_no_extra_output(tmp_path, env, capsys):
+    notebook = write_notebook(tmp_path / "own.ipynb", ["%load_ext greenjupyter", "1 + 1"])
+    output = tmp_path / "out.ipynb"
+    assert cli.main(["measure", notebook, "--region", "FR", "--output", str(output)]) == 0
+    executed = nbformat.read(str(output), as_version=4)
+    assert executed.cells[0].outputs == []
+    assert executed.cells[1].outputs[0].data["text/plain"] == "2"
+    cells = stored(tmp_path)
+    assert [c.record.execution_count for c in cells] == [1, 2]
+    assert {c.record.measurement.region for c in cells} == {"FR"}  # --region stays in force
+    assert len({c.session for c in cells}) == 1
+
+
+def test_a_small_schema_error_is_warned_about_and_the_notebook_runs(tmp_path, env, capsys):
+    # A cell id in format 4.0 (ids came in 4.5): nbformat refuses it, nbclient and nbconvert run it.
+    path = tmp_path / "ids.ipynb"
+    path.write_text(json.dumps({
+        "nbformat": 4, "nbformat_minor": 0, "metadata": {"kernelspec": {"name": KERNEL, "display_name": KERNEL}},
+        "cells": [{"cell_type": "code", "id": "abc", "metadata": {}, "execution_count": None, "outputs": [],
+                   "source": "print('ran')"}],
+    }))
+    output = tmp_path / "out.ipynb"
+    assert cli.main(["measure", str(path), "--output", str(output)]) == 0
+    out, err = capsys.readouterr()
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1, err
+    assert f"warning: {path} does not follow the notebook format 4.0 (" in warnings[0]
+    assert "'id' was unexpected" in warnings[0] and "running it anyway" in warnings[0]
+    assert "total: 1 cell" in out
+    assert nbformat.read(str(output), as_version=4).cells[0].outputs[0].text == "ran\n"
+
+
+@pytest.mark.parametrize("cell, reason", [
+    ({"cell_type": "code", "metadata": {}, "outputs": []}, "cell 1 has no source"),
+    ({"cell_type": "code", "source": 7, "metadata": {}, "outputs": []}, "cell 1 has no source"),
+    ({"cell_type": "movie", "source": "x", "metadata": {}}, "cell 1 is of unknown type 'movie'"),
+    ("print(1)", ""),  # nbformat itself cannot read it
+])
+def test_a_notebook_whose_cells_cannot_run_exits_2(tmp_path, env, capsys, cell, reason):
+    path = tmp_path / "broken.ipynb"
+    path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}))
+    assert cli.main(["measure", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is not a Jupyter notebook ({reason}" in err and "Traceback" not in err
+
+
+def test_a_cell_that_fails_under_pdb_on_keeps_its_number(tmp_path, env, capsys):
+    # With %pdb on and no stdin, the debugger raises inside IPython's traceback display, and IPython
+    # hands post_run_cell a result without an execution count: the row is placed by its time.
+    notebook = write_notebook(tmp_path / "pdb.ipynb", ["%pdb on", "1 / 0", "3"])
+    assert cli.main(["measure", notebook, "--allow-errors"]) == 0
+    out = capsys.readouterr().out
+    assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1), (2, 2), (3, 3)]
