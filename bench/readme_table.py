@@ -30,7 +30,7 @@ def render(latest: dict) -> str:
          f" (`{latest['command'].strip()}`)."),
         "",
     ]
-    earlier = [f"{name} ({bench['date']}, `{bench['greenjupyter_commit'][:12]}`)"
+    earlier = [f"{name} ({bench.get('date', '?')}, `{bench.get('greenjupyter_commit', '?')[:12]}`)"
                for name, bench in latest["benchmarks"].items()
                if (bench.get("date"), bench.get("greenjupyter_commit")) != (latest["date"], latest["greenjupyter_commit"])]
     if earlier:
