@@ -77,6 +77,7 @@ def serving():
     server = Server(("127.0.0.1", 0), Handler)
     server.api = state
     state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    state.server = server
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -507,3 +508,41 @@ def test_implausible_values_are_refused_with_one_notice(api, said, provider, cas
 def test_the_bounds_themselves_are_plausible(api, value):
     api.em = (200, {**EM_OK, "carbonIntensity": value}, {})
     assert live.fetch(live.ElectricityMaps("FR", api.base), 3.0).g_per_kwh == value
+
+
+@pytest.fixture
+def tls(tmp_path, monkeypatch, api):
+    """The local server behind TLS, with a self-signed certificate for 127.0.0.1 trusted through SSL_CERT_FILE."""
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with serving() as state:
+        server_socket = state.server.socket
+        state.server.socket = context.wrap_socket(server_socket, server_side=True)
+        state.base = state.base.replace("http://", "https://")
+        yield state
+
+
+def test_https_answers_and_a_redirect_from_https_to_http_is_another_origin(tls, api):
+    reading = live.fetch(live.ElectricityMaps("FR", tls.base), 3.0)
+    assert reading.g_per_kwh == 56.0 and tls.requests[0][1].get("auth-token") == TOKEN
+    # Same address, other scheme and port: the token must not follow, even to loopback.
+    tls.em = (302, b"", {"Location": f"{api.base}/v3/carbon-intensity/latest?zone=FR"})
+    assert failure_of(live.ElectricityMaps("FR", tls.base)).kind == "redirect"
+    assert api.requests == []
+
+
+def test_https_keeps_the_one_deadline(tls):
+    tls.raw = drip("body")
+    t0 = time.monotonic()
+    assert failure_of(live.ElectricityMaps("FR", tls.base), DRIP_TIMEOUT_S).kind == "timeout"
+    assert time.monotonic() - t0 < DRIP_TIMEOUT_S + DRIP_MARGIN_S

@@ -265,7 +265,7 @@ def _opener(origin: tuple[str, str, int], deadline: _Deadline):
                 create = conn._create_connection  # socket.create_connection, kept per connection by http.client
 
                 def connect(address, timeout=None, source_address=None):
-                    return deadline.watch(create(address, min(timeout or deadline.left(), deadline.left()), source_address))
+                    return deadline.watch(create(address, deadline.left(), source_address))
 
                 conn._create_connection = connect
                 return conn
