@@ -565,8 +565,12 @@ def _run_database(db: str | None, settings):
 def _cells_of_run(db_path: str, sessions: list[str]) -> list:
     if not sessions or not os.path.exists(db_path):
         return []
+    from . import journal, runtime
+
     store = _open_store(db_path)
     try:
+        # A kernel that died left its last cells in its journal: they are this run's too.
+        journal.recover(journal.directory_for(db_path), store, runtime.with_carbon)
         cells = [c for session in sessions for c in store.cells(session=session)]
     finally:
         store.close()

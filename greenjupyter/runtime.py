@@ -129,6 +129,26 @@ def with_carbon(measurement: Measurement, region: str | None = None) -> Measurem
         return measurement
 
 
+def carbon_adder(region: str | None = None):
+    """Return a function that adds CO2e to Measurements, on the grid in force now (looked up once, for a batch)."""
+    from .carbon import context
+
+    try:
+        grid, settings = current_grid(region), get_settings()
+    except Exception as error:
+        notice("carbon", f"could not work out CO2e ({error!r}); energy is still recorded")
+        return lambda measurement: measurement
+
+    def add(measurement: Measurement) -> Measurement:
+        try:
+            return context.footprint(measurement, grid, settings)
+        except Exception as error:
+            notice("carbon", f"could not work out CO2e ({error!r}); energy is still recorded")
+            return measurement
+
+    return add
+
+
 def _live_for(settings, found):
     """Return the live intensity source for the settings in force, starting or stopping it as they change."""
     global _live

@@ -150,17 +150,33 @@ class Store:
 
     def add(self, cell: StoredCell) -> None:
         """Write one row now; on a lock, queue it for ``retry()``; on any other failure, give up once."""
-        if self.failed or self.pid != os.getpid():
+        self.add_many([cell])
+
+    def add_many(self, cells) -> None:
+        """Write rows now, in one transaction, never waiting for another writer: on a lock, queue
+        them for ``retry()``; on any other failure, give up once."""
+        if self.failed or self.pid != os.getpid() or not cells:
             return
-        row = _row(cell)
+        rows = [_row(cell) for cell in cells]
         try:
             with self._cell_lock:
-                self._cell_db.execute(INSERT, row)
+                db = self._cell_db
+                if len(rows) == 1:
+                    db.execute(INSERT, rows[0])
+                else:
+                    db.execute("BEGIN")
+                    try:
+                        db.executemany(INSERT, rows)
+                        db.execute("COMMIT")
+                    except BaseException:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
         except sqlite3.OperationalError as error:
             if any(word in str(error) for word in BUSY_ERRORS):
                 if not self._waiting:
                     self._waiting_since = time.monotonic()
-                self._waiting.append(row)
+                self._waiting.extend(rows)
             else:
                 self._give_up(error)
         except sqlite3.DatabaseError as error:
@@ -273,10 +289,14 @@ def _row(cell: StoredCell) -> tuple:
     return (
         SCHEMA_VERSION, cell.session, cell.kernel_id, r.notebook, r.execution_count, r.cell_id, int(r.success),
         r.error, r.source_preview, _iso(m.started_at), m.duration_s, m.energy_j, json.dumps(dict(m.components)),
-        int(m.estimated), json.dumps(m.estimated_components), json.dumps(m.failed_components), m.avg_power_w,
+        int(m.estimated), _json_list(m.estimated_components), _json_list(m.failed_components), m.avg_power_w,
         m.peak_power_w, m.uncertainty_j, m.co2e_g, m.intensity_g_per_kwh, m.region, m.pue, cell.hardware,
-        json.dumps(m.shared_components), cell.entry,
+        _json_list(m.shared_components), cell.entry,
     )
+
+
+def _json_list(names) -> str:
+    return json.dumps(list(names)) if names else "[]"  # most cells have none: skip the encoder
 
 
 def _cell(row) -> StoredCell:

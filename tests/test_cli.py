@@ -154,6 +154,7 @@ def test_allow_errors_runs_on_and_exits_0(tmp_path, env, capsys):
     assert cli.main(["measure", notebook, "--allow-errors"]) == 0
     out, err = capsys.readouterr()
     assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1), (2, 2), (3, 3)]
+    assert [c.record.execution_count for c in stored(tmp_path)] == [1, 2, 3]  # the history row keeps it too
     assert "allowed by --allow-errors" in err and "cell 2 (ZeroDivisionError)" in err
     assert [c.record.success for c in stored(tmp_path)] == [True, False, True]
 

@@ -130,8 +130,9 @@ def test_the_cells_own_path_writes_the_journal_and_never_the_database(shell, tmp
     shell.run_cell("%load_ext greenjupyter")
     store = runtime.get_store()
     threads = []
-    add = store.add
-    monkeypatch.setattr(store, "add", lambda cell: (threads.append(threading.get_ident()), add(cell)))
+    add_many = store.add_many
+    monkeypatch.setattr(store, "add_many", lambda cells: (threads.extend([threading.get_ident()] * len(cells)),
+                                                          add_many(cells)))
     pending = tmp_path / "history.sqlite.pending"
     for n in range(30):
         shell.run_cell(f"x = {n}", store_history=True)
@@ -139,7 +140,7 @@ def test_the_cells_own_path_writes_the_journal_and_never_the_database(shell, tmp
     deadline = time.monotonic() + 10
     while len(threads) < 30 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(threads) == 30 and threading.get_ident() not in threads  # rows come from the sampler's thread
+    assert len(threads) >= 30 and threading.get_ident() not in threads  # rows come from the sampler's thread
     # The next cell moves to a fresh file; the sampler deletes the old one, whose rows are in.
     shell.run_cell("x = 30", store_history=True)
     deadline = time.monotonic() + 10

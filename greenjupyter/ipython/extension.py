@@ -116,17 +116,22 @@ class CellRecorder:
         try:
             error = result.error_in_exec or result.error_before_exec
             error_name = error and type(error).__name__
+            count = result.execution_count
+            if count is None and getattr(info, "store_history", False):
+                # IPython gives a fresh result without the count when showing the error itself failed
+                # (%pdb on without stdin); the shell has already counted the cell.
+                count = self.shell.execution_count - 1
             measurement = None
             if handed is not None:
                 measurement, start, stop = handed
             else:
                 stop = self.meter.snapshot()
             seq, self._seq = self._seq, self._seq + 1
-            self._closed.append((seq, start, stop, info, result.execution_count, error_name, measurement))
+            self._closed.append((seq, start, stop, info, count, error_name, measurement))
             if self.journal is not None:
                 failed, shared = self.meter.window_flags(start, stop)
                 self.journal.append(journal.entry_bytes(
-                    seq, result.execution_count, error is None, start, stop, failed, shared,
+                    seq, count, error is None, start, stop, failed, shared,
                     getattr(info, "cell_id", None), _first_line(info.raw_cell), error_name,
                 ))
             if len(self._closed) > QUEUE_LIMIT or self.budget.limit is not None:
@@ -135,15 +140,22 @@ class CellRecorder:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
 
     def finish(self) -> None:
-        """Turn every queued reading into a CellRecord (any thread; cheap when there is none)."""
+        """Turn every queued reading into a CellRecord and its row (any thread; cheap when there is none).
+
+        The grid is looked up once and the rows written in one transaction, for all the cells
+        that ended since the last time: a busy notebook costs the sampler little per cell.
+        """
         if not self._closed or self.pid != os.getpid():  # a forked child keeps what it has, in memory
             return
         with self._lock:
+            carbon, rows = runtime.carbon_adder(), []
             while self._closed:
                 try:
-                    self._add(*self._closed.popleft())
+                    rows.append(self._add(*self._closed.popleft(), carbon))
                 except Exception as error:
                     notice("finish", f"could not record a cell ({error!r}); cells are not affected")
+            if self.store is not None:
+                self.store.add_many(rows)
 
     def flush(self) -> None:
         """Write every cell that ended to the database now (before reading it back)."""
@@ -152,9 +164,9 @@ class CellRecorder:
         if self.store is not None:
             self.store.retry()
 
-    def _add(self, seq, start, stop, info, execution_count, error, measurement) -> CellRecord:
+    def _add(self, seq, start, stop, info, execution_count, error, measurement, carbon) -> StoredCell:
         if measurement is None:  # else a %%carbon cell: the magic's own Measurement, CO2e included
-            measurement = runtime.with_carbon(self.meter.measurement(start, stop))
+            measurement = carbon(self.meter.measurement(start, stop))
         record = CellRecord(
             measurement=measurement,
             execution_count=execution_count,
@@ -166,8 +178,6 @@ class CellRecorder:
         )
         self._records.append(record)
         self._totals.add(record)
-        if self.store is not None:
-            self.store.add(StoredCell(record, self.session, self.kernel_id, self.hardware, entry=seq))
         for listener in self.listeners:
             listener(record)
         for name in measurement.failed_components:
@@ -176,7 +186,7 @@ class CellRecorder:
                 f"{name} could not be read during cell [{execution_count}]; its energy is left out "
                 "of every cell where that happens (details: %carbon sources)",
             )
-        return record
+        return StoredCell(record, self.session, self.kernel_id, self.hardware, entry=seq)
 
     @property
     def hardware(self) -> str:
