@@ -16,6 +16,7 @@ torn last write is told from a whole one.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import struct
@@ -60,18 +61,23 @@ def header_bytes(header: dict) -> bytes:
 
 def entry_bytes(seq: int, execution_count, success: bool, start: Reading, stop: Reading, failed, shared,
                 cell_id, preview: str, error) -> bytes:
-    """Return one framed entry (the cell path's only durable write)."""
+    """Return one framed entry (the cell path's only durable write; kept lean)."""
     n = len(start.values)
-    payload = FIXED.pack(
-        seq, -1 if execution_count is None else execution_count, success, n, _mask(failed), _mask(shared),
-        start.t, start.wall, start.spread_s, stop.t, stop.wall, stop.spread_s,
-    )
+    polled = start.variation is not None and stop.variation is not None
     numbers = start.values + stop.values[:n]
-    if start.variation is not None and stop.variation is not None:
+    if polled:
         numbers = numbers + start.variation + stop.variation[:n]
-    payload += struct.pack(f"<B{len(numbers)}d", len(numbers) > 2 * n, *numbers)
-    payload += _texts(cell_id, preview, error)
-    return _frame(ENTRY_MAGIC, payload)
+    payload = _numbers_struct(len(numbers)).pack(
+        seq, -1 if execution_count is None else execution_count, success, n, _mask(failed) if failed else 0,
+        _mask(shared) if shared else 0, start.t, start.wall, start.spread_s, stop.t, stop.wall, stop.spread_s,
+        polled, *numbers,
+    ) + _texts(cell_id, preview, error)
+    return FRAME.pack(ENTRY_MAGIC, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
+
+
+@functools.lru_cache(maxsize=8)
+def _numbers_struct(count: int) -> struct.Struct:
+    return struct.Struct(f"{FIXED.format}B{count}d")
 
 
 def read(path: str) -> tuple[dict | None, list[Entry]]:
@@ -167,14 +173,15 @@ def _unmask(mask: int) -> frozenset:
 
 
 def _texts(*texts) -> bytes:
-    out = b""
+    out = []
     for text in texts:
         if text is None:
-            out += b"\xff\xff"
+            out.append(b"\xff\xff")
             continue
         data = text.encode("utf-8", "replace")[:MAX_TEXT_BYTES]
-        out += struct.pack("<H", len(data)) + data
-    return out
+        out.append(len(data).to_bytes(2, "little"))
+        out.append(data)
+    return b"".join(out)
 
 
 def _entry(payload: bytes, components: tuple[str, ...]) -> Entry:

@@ -205,6 +205,8 @@ class Meter:
 
     def window_flags(self, start: Reading, stop: Reading) -> tuple[set[int], set[int]]:
         """Return (components that failed, components shared with other processes) within a window, by index."""
+        if stop.events == start.events and not start.shared and not stop.shared:
+            return EMPTY, EMPTY  # the usual case, on a cell's path: nothing to look at
         failed, shared = set(), set(start.shared) | set(stop.shared)
         if stop.events != start.events:
             for kind, i in self._events[start.events : stop.events]:
