@@ -15,7 +15,6 @@ torn last write is told from a whole one.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
@@ -24,6 +23,12 @@ import zlib
 from dataclasses import dataclass
 
 from .meter import ComponentInfo, Reading, window_measurement
+
+try:
+    import fcntl
+except ImportError:  # Windows: no journal; cells reach the database on the sampler's tick
+    fcntl = None
+SUPPORTED = fcntl is not None
 
 HEADER_MAGIC, ENTRY_MAGIC = b"GJh1", b"GJc1"
 FRAME = struct.Struct("<4sI")  # magic, payload length; the payload is followed by its CRC-32

@@ -69,10 +69,12 @@ class CellRecorder:
         self._upkeep = threading.Lock()  # the sampler's journal upkeep against closing it; never on a cell's path
         self._journal_closed = False
         self.journal = None
-        self._recovered = store is None  # journals of dead kernels are recovered on the first tick
         if store is not None:
-            self.journal = journal.JournalWriter(journal.directory_for(store.path), self.session, self._journal_header)
-            store.before_read = self.flush
+            store.before_read = self.flush  # rows are written on the sampler's tick: write them before a read
+            if journal.SUPPORTED:
+                self.journal = journal.JournalWriter(
+                    journal.directory_for(store.path), self.session, self._journal_header)
+        self._recovered = self.journal is None  # journals of dead kernels are recovered on the first tick
 
     @property
     def records(self) -> deque:
