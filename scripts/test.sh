@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Run the test suite from a fresh checkout: scripts/test.sh [pytest arguments]
-# Creates .venv in the repository root when missing and installs greenjupyter[test] there (which
-# builds the JupyterLab extension: Node.js 18+ needed). The browser tests use Debian's Chromium:
-# installed here with apt-get when missing and we are root; without it they are skipped, saying why.
+# Creates .venv in the repository root when missing and installs greenjupyter[test] there, which
+# builds the JupyterLab extension: Node.js 18+ is needed (as root with apt-get, Debian's nodejs is
+# installed when missing). The browser tests use Debian's Chromium, installed the same way; without
+# it they are skipped, saying why.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SCRIPT=test.sh
+source scripts/_venv.sh
+need_node
 if [ ! -x "${GREENJUPYTER_CHROMIUM:-/usr/bin/chromium}" ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    echo "test.sh: installing Debian's chromium for the browser tests" >&2
+    say "installing Debian's chromium with apt-get, for the browser tests (about 30 s)"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-        || echo "test.sh: could not install chromium; the browser tests will be skipped" >&2
+        || say "could not install chromium; the browser tests will be skipped"
 fi
-source scripts/_venv.sh test
+install_venv test
+say "running the tests: pytest $*"
 exec .venv/bin/python -m pytest "$@"
