@@ -144,7 +144,7 @@ def _show_run(run: NotebookRun, db_path: str, settings, name: str, allowed_error
         print(run_table(stored, run.place))
         print(totals_text(records, settings, _grid(settings)))
     if run.errors and allowed_errors:
-        listed = ", ".join(f"cell {n} ({ename})" for n, _, ename, _ in run.errors)
+        listed = ", ".join(f"In [{count}] ({ename})" for _, count, ename, _ in run.errors)
         print(f"greenjupyter: {len(run.errors)} cell(s) raised, allowed by --allow-errors or the raises-exception "
               f"tag: {listed}", file=sys.stderr)
     return records
@@ -268,7 +268,7 @@ class NotebookRun:
         if self.current is None:
             return "the notebook"
         number, count = self.current
-        return f"cell {number} (In [{count}])"
+        return f"In [{count}]"
 
     def execute(self, env: dict) -> None:
         """Run the notebook; raise Interrupted, KernelStartError, LoadError or nbclient's errors."""
@@ -454,7 +454,7 @@ class NotebookRun:
         self.reached = cell_index
         cell.execution_count = count  # not the file's old one, even if the run stops before the kernel says it
         self.spans.append([time.time(), None, cell_index + 1, count])
-        print(f"[{self.position.get(cell_index, '?')}/{len(self.position)}] cell {cell_index + 1} ... ",
+        print(f"[{self.position.get(cell_index, '?')}/{len(self.position)}] In [{count}] ... ",
               end="", file=self.out, flush=True)
         self._line_open = True
         self._t0 = time.perf_counter()
@@ -590,17 +590,22 @@ def _write_notebook(nb, path: str) -> None:
 
 
 def run_table(stored, place) -> str:
-    """Return one line per measured cell of a run: notebook cell, execution count, figures, source.
+    """Return one line per measured cell of a run: execution count, figures, source.
 
-    ``place(record)`` gives the record's (cell number, execution count).
+    Cells are numbered as everywhere in greenjupyter, by execution count: ``In [n]`` in Jupyter,
+    ``[n]`` in the sidebar. ``place(record)`` gives the record's (cell number, execution count).
     """
     if not stored:
         return "  (no cell was measured)"
-    lines = [f"{'cell':>5} {'#':>4}  {fmt.CELL_COLUMNS}"]
+    lines = [f"{'#':>4}  {fmt.CELL_COLUMNS}"]
     for s in stored:
-        number, count = place(s.record)
-        lines.append(f"{number:>5} {count:>4}  {fmt.cell_columns(s.record)}")
+        _, count = place(s.record)
+        lines.append(f"{count:>4}  {fmt.cell_columns(s.record)}")
+    lines.append(RUN_TABLE_NOTE)
     return "\n".join(lines)
+
+
+RUN_TABLE_NOTE = "#: the execution count, In [#] in Jupyter: code cells only, 1, 2, ... in order (--output saves the executed notebook)"
 
 
 def totals_text(records, settings, grid=None) -> str:

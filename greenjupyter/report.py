@@ -170,7 +170,7 @@ def _costliest_sentences(records, t: Totals) -> list[str]:
     if len(records) < 2 or t.energy_j <= 0:
         return []
     top = max(records, key=lambda r: r.measurement.energy_j)
-    count = "" if top.execution_count is None else f" #{top.execution_count}"
+    count = "" if top.execution_count is None else f" (In [{top.execution_count}])"  # its execution count, as Jupyter shows it
     preview = f" “{top.source_preview}”" if top.source_preview else ""
     share = top.measurement.energy_j / t.energy_j * 100
     return [f"The costliest cell{count}{preview} drew {fmt.energy(top.measurement.energy_j)} ({share:.3g}% of the total)."]
@@ -357,7 +357,7 @@ def power_figure(samples, records, t0_wall=None):
         begin, end = start - origin, start - origin + r.measurement.duration_s
         ax.axvspan(begin, end, color="C1", alpha=0.2, linewidth=0, gid="cell")
         if r.execution_count is not None:
-            ax.text((begin + end) / 2, 1.0, f"#{r.execution_count}", transform=top, ha="center", va="bottom", fontsize=7)
+            ax.text((begin + end) / 2, 1.0, f"[{r.execution_count}]", transform=top, ha="center", va="bottom", fontsize=7)
     when = datetime.fromtimestamp(origin + offset, timezone.utc)
     ax.set_xlabel(f"seconds since {when:%Y-%m-%d %H:%M:%S} UTC")
     ax.set_ylabel("power (W)")

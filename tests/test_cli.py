@@ -55,15 +55,16 @@ def stored(tmp_path):
 
 
 def table_rows(stdout):
-    """Return (cell number, execution count, source) for each row of measure's per-cell table."""
+    """Return (execution count, line) for each row of measure's per-cell table, checking its footnote."""
     lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["cell", "#"])
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["#", "duration"])
     rows = []
     for line in lines[start + 1:]:
-        if line.startswith("total:"):
+        if line == cli.RUN_TABLE_NOTE:
             break
-        parts = line.split()
-        rows.append((int(parts[0]), int(parts[1]), line))
+        rows.append((int(line.split()[0]), line))
+    else:
+        raise AssertionError(f"no footnote saying what # is:\n{stdout}")
     return rows
 
 
@@ -84,11 +85,12 @@ def test_measure_a_notebook_then_read_the_history(tmp_path, env, capsys):
     assert "Traceback" not in done.stderr
 
     rows = table_rows(done.stdout)
-    assert [(cell, count) for cell, count, _ in rows] == [(1, 1), (2, 2), (4, 3)]
-    assert "time.sleep" not in rows[0][2] and "import time" in rows[0][2]
+    # One numbering: the execution count, in the table, the progress lines and the report (markdown cells not counted).
+    assert [count for count, _ in rows] == [1, 2, 3]
+    assert "time.sleep" not in rows[0][1] and "import time" in rows[0][1]
     assert "total: 3 cells" in done.stdout
     assert "FR 44.18 g/kWh" in done.stdout and "grid: France (FR)" in done.stdout
-    assert "[1/3] cell 1 ... " in done.stderr and "[3/3] cell 4 ... " in done.stderr
+    assert "[1/3] In [1] ... " in done.stderr and "[3/3] In [3] ... " in done.stderr
 
     page = report_path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
@@ -97,6 +99,7 @@ def test_measure_a_notebook_then_read_the_history(tmp_path, env, capsys):
     assert "R&amp;D.ipynb" in page and "&lt;b&gt;busy&lt;/b&gt; &amp; loop" in page
     assert "<b>busy" not in page
     assert 'src="data:image/png;base64,' in page
+    assert "The costliest cell (In [2])" in page  # the busy loop, by the same execution count
 
     executed = nbformat.read(str(output), as_version=4)
     assert len(executed.cells) == 4
@@ -137,11 +140,11 @@ def test_a_failing_cell_exits_1_and_keeps_what_ran_before(tmp_path, env, capsys)
     output = tmp_path / "partial.ipynb"
     assert cli.main(["measure", notebook, "--kernel", KERNEL, "--output", str(output)]) == 1
     out, err = capsys.readouterr()
-    assert "error: cell 3 (In [2]) raised ZeroDivisionError: division by zero" in err
+    assert "error: In [2] raised ZeroDivisionError: division by zero" in err
     assert "Traceback" not in err
     rows = table_rows(out)
-    assert [(cell, count) for cell, count, _ in rows] == [(1, 1), (3, 2)]
-    assert "[ZeroDivisionError]" in rows[1][2]
+    assert [count for count, _ in rows] == [1, 2]
+    assert "[ZeroDivisionError]" in rows[1][1]
     assert "total: 2 cells" in out and "1 raised" in out
     cells = stored(tmp_path)
     assert [(c.record.execution_count, c.record.success) for c in cells] == [(1, True), (2, False)]
@@ -153,9 +156,9 @@ def test_allow_errors_runs_on_and_exits_0(tmp_path, env, capsys):
     notebook = write_notebook(tmp_path / "fails.ipynb", ["x = 1", "1 / 0", "print('after')"])
     assert cli.main(["measure", notebook, "--allow-errors"]) == 0
     out, err = capsys.readouterr()
-    assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1), (2, 2), (3, 3)]
+    assert [count for count, _ in table_rows(out)] == [1, 2, 3]
     assert [c.record.execution_count for c in stored(tmp_path)] == [1, 2, 3]  # the history row keeps it too
-    assert "allowed by --allow-errors" in err and "cell 2 (ZeroDivisionError)" in err
+    assert "allowed by --allow-errors" in err and "In [2] (ZeroDivisionError)" in err
     assert [c.record.success for c in stored(tmp_path)] == [True, False, True]
 
 
@@ -163,10 +166,10 @@ def test_a_kernel_that_dies_exits_3_with_a_plain_message(tmp_path, env, capsys):
     notebook = write_notebook(tmp_path / "dies.ipynb", ["x = 1", "import os; os._exit(1)", "x"])
     assert cli.main(["measure", notebook]) == 3
     out, err = capsys.readouterr()
-    assert "error: the kernel died while running cell 2 (In [2])" in err
-    assert "[2/3] cell 2 ... kernel died" in err
+    assert "error: the kernel died while running In [2]" in err
+    assert "[2/3] In [2] ... kernel died" in err
     assert "Traceback" not in err and "DeadKernelError" not in err
-    assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1)]
+    assert [count for count, _ in table_rows(out)] == [1]
     assert [c.record.execution_count for c in stored(tmp_path)] == [1]
 
 
@@ -174,9 +177,9 @@ def test_a_cell_past_the_timeout_is_stopped(tmp_path, env, capsys):
     notebook = write_notebook(tmp_path / "slow.ipynb", ["x = 1", "import time\ntime.sleep(60)", "x"])
     assert cli.main(["measure", notebook, "--timeout", "1"]) == 1
     out, err = capsys.readouterr()
-    assert "cell 2 (In [2]) ran past --timeout 1 s and was stopped" in err
-    assert "[2/3] cell 2 ... timed out" in err
-    assert table_rows(out)[0][:2] == (1, 1)
+    assert "In [2] ran past --timeout 1 s and was stopped" in err
+    assert "[2/3] In [2] ... timed out" in err
+    assert table_rows(out)[0][0] == 1
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -363,13 +366,13 @@ def test_a_signal_during_a_cell_shuts_the_kernel_down_and_keeps_what_ran(tmp_pat
 
     assert process.returncode == code, err
     assert "Traceback" not in err and "Error" not in err.replace("error:", "")
-    assert f"error: {name} received during cell 2 (In [2]); the kernel was shut down" in err
-    assert "[2/3] cell 2 ... interrupted" in err
+    assert f"error: {name} received during In [2]; the kernel was shut down" in err
+    assert "[2/3] In [2] ... interrupted" in err
     assert not running(kernel), f"kernel {kernel} still runs"
     # The cell that ran is kept; the one stopped is kept too, as a cell that raised KeyboardInterrupt.
     rows = {c.record.execution_count: c.record for c in Store(str(db)).cells()}
     assert rows[1].success and not rows[2].success and rows[2].error == "KeyboardInterrupt"
-    assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1), (2, 2)]
+    assert [count for count, _ in table_rows(out)] == [1, 2]
     executed = nbformat.read(str(output), as_version=4)
     assert [c.execution_count for c in executed.cells] == [1, 2, None]
 
@@ -474,4 +477,4 @@ def test_a_cell_that_fails_under_pdb_on_keeps_its_number(tmp_path, env, capsys):
     notebook = write_notebook(tmp_path / "pdb.ipynb", ["%pdb on", "1 / 0", "3"])
     assert cli.main(["measure", notebook, "--allow-errors"]) == 0
     out = capsys.readouterr().out
-    assert [(cell, count) for cell, count, _ in table_rows(out)] == [(1, 1), (2, 2), (3, 3)]
+    assert [count for count, _ in table_rows(out)] == [1, 2, 3]

@@ -351,7 +351,7 @@ def test_power_figure_shades_each_cell(records):
     assert [span_x(p) for p in spans] == [
         pytest.approx(x) for x in [(5, 15), (25, 30), (65, 125), (185, 186)]  # seconds since the first sample
     ]
-    assert [t.get_text() for t in ax.texts] == ["#1", "#2", "#3", "#5"]
+    assert [t.get_text() for t in ax.texts] == ["[1]", "[2]", "[3]", "[5]"]  # execution counts, as Jupyter shows them
     (line,) = ax.lines
     assert max(line.get_ydata()) == 299.0 and ax.get_ylabel() == "power (W)"
     assert "2025-03-01 11:59:55 UTC" in ax.get_xlabel()
