@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 
 from .measurement import Measurement
@@ -235,11 +236,40 @@ def grid_lines(grid) -> list[str]:
     return lines
 
 
-def config_text(described, grid) -> str:
-    """Return every setting, its value and where it came from, then the grid that follows from them."""
-    width = max(len(name) for name, _, _ in described)
-    rows = [f"  {name:<{width}}  {value!r:<24} {origin}" for name, value, origin in described]
-    return "greenjupyter settings (name, value, where it came from)\n" + "\n".join(rows + grid_lines(grid))
+def config_text(described, grid, db_path: str | None = None) -> str:
+    """Return every setting, the value in force and where it came from, then the grid that follows from them.
+
+    Settings left automatic (region, pue, intensity, db_path ...) show what they resolved to, not
+    their empty value. ``db_path``: the history database in use (its real path), None when none is.
+    """
+    rows = [_in_force(name, value, origin, grid, db_path) for name, value, origin in described]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"  {name:<{width}}  {value:<24} {origin}" for name, value, origin in rows]
+    return "greenjupyter settings (name, value in force, where it came from)\n" + "\n".join(lines + grid_lines(grid))
+
+
+def _in_force(name: str, value, origin: str, grid, db_path: str | None) -> tuple[str, str, str]:
+    """Return (name, the value in force as text, where it came from) for one setting."""
+    automatic = value is None or value == ""
+    if name == "region" and automatic:
+        return name, repr(grid.region), f"automatic: {grid.region_origin}"
+    if name == "pue" and automatic:
+        return name, f"{grid.pue:g}", f"automatic: {grid.pue_origin}"
+    if name == "intensity_g_per_kwh" and automatic:
+        return name, f"{grid.g_per_kwh:.4g}", f"automatic: {grid.region}'s figure, {grid.intensity_source}"
+    if name == "live_intensity" and automatic:
+        return name, "off", f"{origin}: embedded annual averages only"
+    if name == "db_path":
+        if str(value).strip().lower() == "off":
+            return name, repr("off"), f"{origin}: no history kept"
+        if db_path is None:
+            return name, repr(value) if value else "(none)", f"{origin}; no database in use: it could not be opened"
+        if automatic:
+            return name, repr(db_path), f"{origin}: greenjupyter/history.sqlite in the Jupyter data directory"
+        if os.path.realpath(str(value)) != db_path:
+            return name, repr(value), f"{origin}; from the next %reload_ext greenjupyter (in use now: {db_path})"
+        return name, repr(db_path), origin
+    return name, repr(value) if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value), origin
 
 
 def sessions_text(groups, notebook) -> str:

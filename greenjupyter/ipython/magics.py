@@ -23,7 +23,24 @@ from ..notices import notice
 from ..settings import NEEDS_RELOAD
 from .extension import current_recorder
 
-ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor")
+ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor", "help")
+# %carbon help: every form, one line each.
+HELP = (
+    ("%load_ext greenjupyter", "measure every cell from now on, silently"),
+    ("%%carbon [-q] [-o NAME]", "measure this cell and show the result under it (-o: keep it in NAME)"),
+    ("%%carbon --region REGION", "this cell's CO2e on another grid (FR, US-CA, us-central1)"),
+    ("%carbon", "totals for this kernel session: energy, CO2e, grid, equivalents"),
+    ("%carbon sources", "what is measured, what is estimated, what is missing and how to fix it"),
+    ("%carbon cells [-n N]", "the last N cells (default 20): #, duration, energy, avg/peak W, kind"),
+    ("%carbon config [NAME=VALUE ...]", "the settings in force and where each came from, or change some"),
+    ("%carbon history", "this notebook's past sessions, newest first"),
+    ("%carbon report [--format F]", "a summary for a paper, and figures; F: markdown, latex, html, text; "
+                                    "r = %carbon report keeps r.text, r.markdown, r.latex, r.html"),
+    ("%carbon export FILE", "this session's cells as CSV (CodeCarbon's columns) or JSON"),
+    ("%carbon budget AMOUNT [--stop]", "a notice when the session passes 50g CO2e or 2Wh; --stop stops cells; clear"),
+    ("%carbon monitor", "live power as a widget, where the JupyterLab sidebar is not available"),
+    ("%carbon help", "this list; %carbon? for the details"),
+)
 # What each action takes after it; the others take nothing.
 TAKES = {"config": "NAME=VALUE pairs", "export": "a file name (.csv or .json)", "budget": "an amount, or clear"}
 # Options that only one action takes (line magic), with the action; and the cell magic's own.
@@ -40,7 +57,7 @@ class CarbonMagics(Magics):
         "action",
         nargs="?",
         default="totals",
-        help="line magic only: totals (default) for this session, sources (what is measured, "
+        help="line magic only: help (every form, one line each), totals (default) for this session, sources (what is measured, "
         "estimated or missing, and how to fix it), cells (a table of recent cells), config (settings), "
         "history (this notebook's past sessions), report (summary and figures), export FILE, budget AMOUNT, "
         "monitor (live power as a widget)",
@@ -63,11 +80,13 @@ class CarbonMagics(Magics):
         %carbon cells [-n N]      the recent cells: #, duration, energy, avg/peak W, kind
         %carbon config [NAME=VALUE ...]   every setting and where it came from, or change some
         %carbon history           this notebook's past sessions, newest first
-        %carbon report [--format markdown|latex|html|text]   a summary for a paper, and figures
+        %carbon report [--format markdown|latex|html|text]   a summary for a paper, and figures;
+                                  r = %carbon report keeps it: r.text, r.markdown, r.latex, r.html
         %carbon export FILE       this session's cells as CSV (CodeCarbon's columns) or JSON
         %carbon budget 50g [--stop]   a notice when the session passes 50 g CO2e (or 2Wh ...);
                                   --stop also stops further cells; %carbon budget clear removes it
         %carbon monitor           live power and totals as a widget (VS Code, Colab, no sidebar)
+        %carbon help              every form of %carbon and %%carbon, one line each
         %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region);
                                   the cell's record keeps the session's grid
 
@@ -92,7 +111,9 @@ class CarbonMagics(Magics):
         if args.action == "config":
             self._config(args.words)
         elif args.action == "report":
-            self._report(recorder, args.format or "markdown")
+            return self._report(recorder, args.format or "markdown")
+        elif args.action == "help":
+            display(fmt.Text(help_text()))
         elif args.action == "export":
             self._export(recorder, args.words)
         elif args.action == "budget":
@@ -157,26 +178,49 @@ class CarbonMagics(Magics):
             )
         return name
 
-    def _report(self, recorder, form: str) -> None:
-        from IPython.display import HTML, Latex, Markdown
-
+    def _report(self, recorder, form: str):
+        """Show the summary in ``form`` and the figures; return the Report unless IPython would show it again."""
         from .. import report
 
         records = list(recorder.records)
         recorder.meter.wait_ready()
+        args = (records, recorder.meter.detection, runtime.current_grid(), runtime.get_settings())
         try:
-            text = report.summary(records, recorder.meter.detection, runtime.current_grid(), runtime.get_settings(), form)
+            # The form asked for first: an unknown one is refused with what is accepted.
+            forms = {f: report.summary(*args, f) for f in dict.fromkeys((form, *REPORT_FORMS))}
         except ConfigError as error:
             raise UsageError(str(error)) from None
-        shown = {"markdown": Markdown, "html": HTML, "latex": Latex}.get(form, fmt.Text)
-        display(shown(text))
-        if not records:
+        result = Report(form=form, **forms)
+        display(result)
+        if records:
+            self._figures(recorder, records)
+        # As the cell's last expression IPython would display the returned Report a second time.
+        return None if self._is_last_expression(recorder) else result
+
+    def _figures(self, recorder, records) -> None:
+        from .. import report
+
+        if "image/png" not in self.shell.display_formatter.active_types:  # terminal IPython shows text only
+            print("greenjupyter: the energy and power figures need a frontend that shows images (JupyterLab, Notebook)")
             return
         try:
             display(report.energy_figure(records))
             display(report.power_figure(list(recorder.meter.sampler.samples), records))
         except GreenJupyterError as error:  # matplotlib is optional
             print(f"greenjupyter: no figures ({error})")
+
+    def _is_last_expression(self, recorder) -> bool:
+        """Return True when the running cell ends with a %carbon line magic as an expression."""
+        running = getattr(recorder, "_open", None)  # the extension's [window, ExecutionInfo, ...] per running cell
+        raw = getattr(running[-1][1], "raw_cell", None) if running else None
+        try:
+            body = ast.parse(self.shell.transform_cell(raw)).body if raw else []
+        except SyntaxError:
+            return False
+        last = body[-1].value if body and isinstance(body[-1], ast.Expr) else None
+        return (isinstance(last, ast.Call) and isinstance(last.func, ast.Attribute)
+                and last.func.attr == "run_line_magic" and bool(last.args)
+                and isinstance(last.args[0], ast.Constant) and last.args[0].value == "carbon")
 
     def _export(self, recorder, words: list[str]) -> None:
         from .. import export
@@ -217,7 +261,10 @@ class CarbonMagics(Magics):
         if recorder.store is None:
             raise UsageError("no history database in use: db_path is 'off' or could not be opened (see above)")
         recorder.finish()
-        cells = recorder.store.cells(notebook=recorder.notebook)
+        try:
+            cells = recorder.store.cells(notebook=recorder.notebook)
+        except GreenJupyterError as error:  # the file was replaced by one that cannot be read
+            raise UsageError(str(error)) from None
         display(fmt.Text(fmt.sessions_text(sessions(cells), recorder.notebook)))
 
     def _check_region(self, region: str) -> None:
@@ -243,7 +290,9 @@ class CarbonMagics(Magics):
                 print(f"{name.strip()} applies from the next %reload_ext greenjupyter")
         changed = {a.partition("=")[0].strip() for a in assignments}
         described = [row for row in settings.describe() if not changed or row[0] in changed]
-        display(fmt.Text(fmt.config_text(described, runtime.current_grid())))
+        store = current_recorder().store
+        db_path = os.path.realpath(store.path) if store is not None else None
+        display(fmt.Text(fmt.config_text(described, runtime.current_grid(), db_path)))
 
     def _measure_cell(self, cell: str, recorder, args):
         """Run ``cell`` like a cell (its last expression becomes the output), measured.
@@ -286,3 +335,39 @@ class CarbonMagics(Magics):
             self.shell.user_ns[args.output] = measurement
         if not args.quiet:
             display(measurement)
+
+
+REPORT_FORMS = ("text", "markdown", "latex", "html")
+_MIME = {"markdown": "text/markdown", "latex": "text/latex", "html": "text/html"}
+
+
+class Report:
+    """The summary ``%carbon report`` shows, in every form: ``.text``, ``.markdown``, ``.latex``, ``.html``.
+
+    Shown in the form asked for (``--format``), with the text beside it for frontends that show
+    only text (terminal IPython); ``str(report)`` is the text.
+    """
+
+    def __init__(self, text: str, markdown: str, latex: str, html: str, form: str = "markdown"):
+        self.text, self.markdown, self.latex, self.html, self.form = text, markdown, latex, html, form
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        bundle = {"text/plain": self.text}
+        if self.form in _MIME:
+            bundle[_MIME[self.form]] = getattr(self, self.form)
+        return bundle
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(self.text)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"<greenjupyter Report ({self.form}); .text .markdown .latex .html>"
+
+
+def help_text() -> str:
+    """Return every form of %carbon and %%carbon with one line each."""
+    width = max(len(usage) for usage, _ in HELP)
+    return "greenjupyter magics\n" + "\n".join(f"  {usage:<{width}}  {what}" for usage, what in HELP)
