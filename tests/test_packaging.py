@@ -1,0 +1,21 @@
+"""What the source distribution ships: everything README.md links to."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_sdist_includes_every_file_the_readme_links_to():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    sdist = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["sdist"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    linked = {target.split("#")[0] for target in re.findall(r"\]\(([^)\s]+)\)", readme)
+              if not re.match(r"[a-z]+:|#", target)}
+    assert "docs/jupyterlab-sidebar.png" in linked
+    for path in linked:
+        assert (ROOT / path).exists(), f"README.md links to {path}, which is not in the repository"
+        assert any(path == top or path.startswith(top.rstrip("/") + "/") for top in sdist["include"]), (
+            f"README.md links to {path}, which the sdist leaves out (pyproject.toml [tool.hatch.build.targets.sdist] include)")
