@@ -5,6 +5,13 @@ reply leaves the kernel, so a kernel killed with SIGKILL keeps every row it wrot
 path never waits on another writer (busy timeout 0); a row that meets a lock is queued and
 written by the sampler thread, which may wait. A database that cannot be written at all
 (read-only, full, corrupt, unopenable) gives one warning and the session goes on in memory.
+
+The files are the user's alone: a new database, its ``-wal`` and ``-shm`` (SQLite gives them
+the database's mode) are 0600, and new directories 0700; an existing file or directory keeps
+its mode. If the file is deleted or replaced under a running kernel, the sampler thread sees
+it (``retry``), says so once, and goes on in a new database at the same path.
+
+``Store(path, read_only=True)`` reads a history without changing a byte of it (the CLI).
 """
 
 from __future__ import annotations
@@ -18,8 +25,14 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from .errors import GreenJupyterError
 from .measurement import CellRecord, Measurement
 from .notices import notice
+
+try:
+    import fcntl
+except ImportError:  # Windows: no folder lock; kernels there rarely share a history
+    fcntl = None
 
 SCHEMA_VERSION = 3
 # Each entry upgrades the schema from its index to index + 1; never edit one that has shipped.
@@ -63,6 +76,7 @@ COLUMNS = (
     "started_at, duration_s, energy_j, components, estimated, estimated_components, failed_components, "
     "avg_power_w, peak_power_w, uncertainty_j, co2e_g, intensity_g_per_kwh, region, pue, hardware, shared_components, entry"
 )
+LATER_COLUMNS = {"shared_components": "'[]'", "entry": "NULL"}  # added by migrations 2 and 3, with their defaults
 INSERT = f"INSERT INTO cells ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(', ')))})"
 BUSY_ERRORS = ("locked", "busy")
 ANY = object()  # no filter on that column
@@ -92,34 +106,56 @@ class StoredCell:
     entry: int | None = None  # its number in the session's journal
 
 
+class NotAHistory(GreenJupyterError):
+    """A file that is not a greenjupyter history database, or is one from a newer greenjupyter."""
+
+
 class Store:
     """Append cell rows to one SQLite file; read them back. Thread-safe.
 
     Two connections: the cell path's, which never waits (busy timeout 0), and a background
-    one (queued rows, checkpoints, reads), which may wait for other writers.
+    one (queued rows, checkpoints, reads), which may wait for other writers. A read-only
+    store has the background one only, opened with ``mode=ro``, and never migrates.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, read_only: bool = False):
         self.path = path
+        self.read_only = read_only
         self._waiting: deque = deque()  # rows that met a lock, for the sampler thread to write
         self._waiting_since = None  # monotonic time the oldest waiting row met the lock
         self.failed = None  # why the store gave up, once it has
         self.pid = os.getpid()  # SQLite connections must not be used, nor closed, in a forked child
         self.before_read = None  # called before each read: the kernel writes the cells it still holds
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        self._background = self._connect(busy_ms=2000)  # set-up may wait for another kernel's migration
+        self._identity = None  # (st_dev, st_ino) of the file the connections have open
+        self._sidecars = []  # (path, identity) of its -wal and -shm
+        self._select = f"SELECT {COLUMNS} FROM cells"
         self._background_lock = threading.Lock()
-        try:
-            self._background.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
-            self._cell_db = self._connect(busy_ms=0)
-            self._cell_db.execute("PRAGMA cache_size = -256")  # appends need a few pages, not SQLite's 2 MB
-        except Exception:
-            self._background.close()
-            raise
         self._cell_lock = threading.Lock()
+        if read_only:
+            self._cell_db = None
+            self._background = _connect_read_only(path)
+            try:
+                self._select = _history_select(self._background, path)
+            except Exception:
+                self._background.close()
+                raise
+        else:
+            self._open()
+
+    def _open(self) -> None:
+        _create_owner_only(self.path)
+        background = self._connect(busy_ms=2000)  # set-up may wait for another kernel's migration
+        try:
+            background.execute("PRAGMA journal_mode = WAL")
+            self._migrate(background)
+            cell_db = self._connect(busy_ms=0)
+            cell_db.execute("PRAGMA cache_size = -256")  # appends need a few pages, not SQLite's 2 MB
+        except Exception:
+            background.close()
+            raise
+        self._background, self._cell_db = background, cell_db
+        self._identity = _identity(self.path)
+        self._sidecars = [(name, _identity(name)) for name in (self.path + "-wal", self.path + "-shm")]
 
     def _connect(self, busy_ms: int) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
@@ -130,8 +166,7 @@ class Store:
         db.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_BYTES}")  # the WAL shrinks back after one
         return db
 
-    def _migrate(self) -> None:
-        db = self._background
+    def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -148,6 +183,44 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
+    def _moved(self) -> bool:
+        """True when the path no longer leads to the file the connections have open (one stat)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:  # cannot tell (a folder we may no longer search): carry on as before
+            return False
+        return (st.st_dev, st.st_ino) != self._identity
+
+    def _reopen(self) -> None:
+        """Go on in a new database at the path, the old file having been deleted or replaced."""
+        with self._cell_lock, self._background_lock:
+            # SQLite neither checkpoints into a moved file nor deletes its -wal and -shm on close: a
+            # -wal of ours left at the path would be read as part of whatever file is there now.
+            for name, identity in self._sidecars:
+                if identity is not None and _identity(name) == identity:
+                    _remove(name)
+            self._cell_db.close()
+            self._background.close()
+            self._identity = None
+            try:
+                self._open()
+            except (OSError, sqlite3.Error) as error:
+                self.failed = str(error)
+                notice(
+                    "store",
+                    f"history database {self.path} was replaced while this kernel ran, by a file that cannot be "
+                    f"used ({error}); this session's cells stay in memory only (set db_path to another file to "
+                    "keep them)",
+                )
+                return
+        notice(
+            "store-moved",
+            f"history database {self.path} was deleted or replaced while this kernel ran; this session's cells "
+            "from now on go to a new database there (those written before are not in it)",
+        )
+
     def add(self, cell: StoredCell) -> None:
         """Write one row now; on a lock, queue it for ``retry()``; on any other failure, give up once."""
         self.add_many([cell])
@@ -158,6 +231,11 @@ class Store:
         if self.failed or self.pid != os.getpid() or not cells:
             return
         rows = [_row(cell) for cell in cells]
+        if self._moved():  # the file was deleted or replaced: retry() opens the new one, then writes them
+            if not self._waiting:
+                self._waiting_since = time.monotonic()
+            self._waiting.extend(rows)
+            return
         try:
             with self._cell_lock:
                 db = self._cell_db
@@ -184,8 +262,12 @@ class Store:
 
     def retry(self) -> None:
         """Write queued rows, waiting up to 2 s for other writers, then checkpoint (off the cell path)."""
-        if self.failed or self.pid != os.getpid():
+        if self.failed or self.read_only or self.pid != os.getpid():
             return
+        if self._moved():
+            self._reopen()
+            if self.failed:
+                return
         try:
             with self._background_lock:
                 while self._waiting:
@@ -257,18 +339,127 @@ class Store:
         if self.before_read is not None:
             self.before_read()
         with self._background_lock:
-            rows = self._background.execute(
-                f"SELECT {COLUMNS} FROM cells{where} ORDER BY started_at, id", args
-            ).fetchall()
+            try:
+                if self._closed:
+                    raise sqlite3.DatabaseError(self.failed)
+                rows = self._background.execute(f"{self._select}{where} ORDER BY started_at, id", args).fetchall()
+            except sqlite3.DatabaseError as error:
+                raise GreenJupyterError(
+                    f"history database {self.path} cannot be read ({error}); this session's cells are in "
+                    "memory: %carbon cells, or greenjupyter.cells()"
+                ) from None
         return [_cell(row) for row in rows]
+
+    @property
+    def _closed(self) -> bool:
+        """True once a replaced file could not be opened: the connections are closed for good."""
+        return self.failed is not None and self._identity is None and not self.read_only
 
     def close(self) -> None:
         if self.pid != os.getpid():
             return
         self.retry()
         with self._cell_lock, self._background_lock:
-            self._cell_db.close()
+            if self._cell_db is not None:
+                self._cell_db.close()
             self._background.close()
+
+
+def _identity(path: str):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _create_owner_only(path: str) -> None:
+    """Create the database file 0600 (and its missing folders 0700) unless it exists; modes of what exists are kept.
+
+    A ``-wal`` or ``-shm`` found without its database belonged to one that was deleted: they
+    go, so that SQLite never replays an old WAL into the new file. A lock on the folder keeps
+    two kernels doing this at once from removing each other's new files.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:  # another kernel made it first
+            pass
+    try:
+        lock = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY) if fcntl else None
+    except OSError:
+        lock = None  # a folder we may not read: SQLite says what is wrong, if anything
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return
+        for suffix in ("-wal", "-shm"):
+            _remove(path + suffix)
+    finally:
+        if lock is not None:
+            os.close(lock)  # and with it the lock
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """Open ``path`` with ``mode=ro``: SQLite writes nothing to it (it may add an empty -wal and -shm beside a
+    WAL database, to read a live writer's rows). In a folder it may not write, the file is read as immutable:
+    no WAL can be in use there."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError as error:
+        db.close()
+        folder = os.path.dirname(os.path.abspath(path))
+        if "unable to open" in str(error) and os.path.isfile(path) and not os.access(folder, os.W_OK):
+            return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        raise
+    except BaseException:
+        db.close()
+        raise
+
+
+def _history_select(db: sqlite3.Connection, path: str) -> str:
+    """Return the SELECT of every column for this history's schema; raise NotAHistory for any other file."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    present = {row[1] for row in db.execute("PRAGMA table_info(cells)")}
+    wanted = COLUMNS.split(", ")
+    missing = [c for c in wanted if c not in present and c not in LATER_COLUMNS]
+    reason = None
+    if not present:
+        reason = "it has no cells table"
+    elif missing:
+        reason = f"its cells table has no {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} column"
+    elif version < 1:
+        reason = f"its user_version is {version}"
+    if reason:
+        raise NotAHistory(f"{path} is not a greenjupyter history database ({reason}); accepted: a history file "
+                          "written by greenjupyter")
+    if version > len(MIGRATIONS):
+        raise NotAHistory(f"{path} has schema {version}, newer than this greenjupyter reads ({len(MIGRATIONS)}); "
+                          "upgrade greenjupyter to read it")
+    return "SELECT " + ", ".join(c if c in present else f"{LATER_COLUMNS[c]} AS {c}" for c in wanted) + " FROM cells"
 
 
 def _wal_bytes(path: str) -> int:
