@@ -567,7 +567,7 @@ def _cells_of_run(db_path: str, sessions: list[str]) -> list:
         return []
     from . import journal, runtime
 
-    store = _open_store(db_path)
+    store = _open_store(db_path, read_only=False)
     try:
         # A kernel that died left its last cells in its journal: they are this run's too.
         journal.recover(journal.directory_for(db_path), store, runtime.with_carbon)
@@ -771,11 +771,13 @@ def _selected(args) -> list:
         since = parse_since(args.since)
     except GreenJupyterError as error:
         raise UsageError(f"--since: {error}") from None
-    store = _open_store(_history_path(args.db))
+    path = _history_path(args.db)
+    store = _open_store(path)
     try:
         cells = store.cells(since=since)
     finally:
         store.close()
+    cells = sorted(cells + _journal_cells(path, cells, since), key=lambda c: c.record.measurement.started_at)
     if args.notebook:
         wanted = {args.notebook, os.path.abspath(args.notebook), os.path.realpath(args.notebook)}
         cells = [c for c in cells if c.record.notebook in wanted]
@@ -816,15 +818,51 @@ def _history_path(db: str | None) -> str:
     return path
 
 
-def _open_store(path: str):
-    from .store import Store
+def _open_store(path: str, read_only: bool = True):
+    """Open the history: read-only (``mode=ro``, not a byte changed) unless ``read_only`` is False."""
+    from .store import NotAHistory, Store
 
     try:
-        return Store(path)
+        return Store(path, read_only=read_only)
+    except NotAHistory as error:
+        raise UsageError(str(error)) from None
     except sqlite3.DatabaseError as error:
         raise UsageError(f"{path} is not a greenjupyter history database ({error})") from None
     except OSError as error:
         raise UsageError(f"cannot open {path} ({error.strerror or error})") from None
+
+
+def _journal_cells(db_path: str, stored: list, since) -> list:
+    """Return the cells of dead kernels' journals not yet in the database, without writing anything.
+
+    The next kernel on this database turns them into rows; until then they are shown from the journal.
+    """
+    from . import journal, runtime
+    from .measurement import CellRecord
+    from .store import StoredCell
+
+    present = {(c.session, c.entry) for c in stored if c.entry is not None}
+    carbon, cells = None, []
+    for path, fd in journal.dead_journals(journal.directory_for(db_path), exclusive=False):
+        try:
+            header, entries = journal.read(path)
+            if header is None:
+                continue
+            carbon = carbon or runtime.carbon_adder()
+            session = header["session"]
+            for e in entries:
+                if (session, e.seq) in present:
+                    continue
+                record = CellRecord(carbon(journal.measurement_of(e, header)), e.execution_count, e.cell_id,
+                                    header.get("notebook"), e.success, e.error, e.preview)
+                if since is None or record.measurement.started_at >= since:
+                    cells.append(StoredCell(record, session, header.get("kernel_id"), header.get("hardware"), e.seq))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            print(f"greenjupyter: cannot read the cell journal {fmt.printable(path)} ({error}); its cells are "
+                  "left out", file=sys.stderr)
+        finally:
+            os.close(fd)
+    return cells
 
 
 def sessions_table(groups, scope: str = "") -> str:

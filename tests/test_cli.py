@@ -1,9 +1,12 @@
 """The greenjupyter command: real kernels on this interpreter run the notebooks; the rest in-process."""
 
 import csv
+import hashlib
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -478,3 +481,105 @@ def test_a_cell_that_fails_under_pdb_on_keeps_its_number(tmp_path, env, capsys):
     assert cli.main(["measure", notebook, "--allow-errors"]) == 0
     out = capsys.readouterr().out
     assert [count for count, _ in table_rows(out)] == [1, 2, 3]
+
+
+def fingerprint(path):
+    """The bytes and modification time of a file, to show that reading it changed neither."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns
+
+
+READS = [["history"], ["history", "--cells"], ["report", "--format", "markdown"], ["export", "{tmp}/out.json"]]
+
+
+@pytest.mark.parametrize("command", READS)
+def test_read_commands_change_no_byte_of_a_history_nor_of_a_read_only_copy(tmp_path, capsys, command):
+    history = seed(tmp_path)
+    copy = tmp_path / "copy.sqlite"
+    shutil.copyfile(history, copy)
+    os.chmod(copy, 0o444)
+    for path, mode in ((history, 0o600), (str(copy), 0o444)):
+        before = fingerprint(path)
+        assert cli.main(["--db", path] + [a.format(tmp=tmp_path) for a in command]) == 0
+        assert fingerprint(path) == before and os.stat(path).st_mode & 0o777 == mode
+        shown = capsys.readouterr()
+        assert "6 cells" in shown.out + shown.err or "3 sessions" in shown.out
+
+
+@pytest.mark.parametrize("command", READS)
+def test_a_file_of_another_application_is_refused_untouched(tmp_path, capsys, command):
+    other = tmp_path / "app.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    db.execute("INSERT INTO notes (text) VALUES ('mine')")
+    db.commit()
+    db.close()
+    before = fingerprint(other)
+    assert cli.main(["--db", str(other)] + [a.format(tmp=tmp_path) for a in command]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {other} is not a greenjupyter history database (it has no cells table)" in err
+    assert fingerprint(other) == before and sorted(os.listdir(tmp_path)) == ["app.db"]
+    db = sqlite3.connect(other)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    db.close()
+
+
+def test_a_newer_history_is_refused_and_an_older_one_is_read_as_it_is(tmp_path, capsys):
+    from greenjupyter.store import MIGRATIONS
+
+    newer = seed(tmp_path)
+    db = sqlite3.connect(newer)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.commit()
+    db.close()
+    assert cli.main(["--db", newer, "history"]) == 2
+    assert f"{newer} has schema {len(MIGRATIONS) + 1}, newer than this greenjupyter reads" in capsys.readouterr().err
+
+    older = tmp_path / "v1.sqlite"  # written by the first schema: no shared_components, no entry
+    db = sqlite3.connect(older)
+    db.execute(MIGRATIONS[0])
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO cells (schema_version, session, success, source_preview, started_at, duration_s, "
+               "energy_j, components, estimated, estimated_components, failed_components, avg_power_w, peak_power_w) "
+               "VALUES (1, 'old', 1, 'x = 1', '2026-01-02T03:04:05+00:00', 1.0, 5.0, '{\"cpu:process\": 5.0}', 1, "
+               "'[\"cpu:process\"]', '[]', 5.0, 5.0)")
+    db.commit()
+    db.close()
+    before = fingerprint(older)
+    assert cli.main(["--db", str(older), "history", "--cells"]) == 0
+    assert "x = 1" in capsys.readouterr().out
+    assert fingerprint(older) == before
+    db = sqlite3.connect(older)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1  # not migrated by a read
+    db.close()
+
+
+def test_history_right_after_a_killed_kernel_shows_its_journal_and_writes_nothing(tmp_path, env, capsys):
+    manager = kernel_manager(tmp_path)
+    kernel_env = {**env, "GREENJUPYTER_SAMPLE_INTERVAL_S": "60"}  # no tick after load: the rows stay in the journal
+    manager.start_kernel(env=kernel_env, cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        client.execute_interactive("%load_ext greenjupyter", timeout=30)
+        for n in range(3):
+            assert client.execute_interactive(f"killed = {n}", timeout=30)["content"]["status"] == "ok"
+        os.kill(manager.provisioner.process.pid, signal.SIGKILL)
+        manager.provisioner.process.wait(10)
+    finally:
+        client.stop_channels()
+        manager.cleanup_resources()
+    db_path = env["GREENJUPYTER_DB_PATH"]
+    pending = db_path + ".pending"
+    journals = {name: fingerprint(os.path.join(pending, name)) for name in os.listdir(pending)}
+    before = fingerprint(db_path)
+    assert cli.main(["history", "--cells"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[-3:] for line in out.splitlines()[2:]] == [["killed", "=", str(n)] for n in range(3)]
+    assert "greenjupyter history: 3 cells" in out
+    assert cli.main(["history"]) == 0
+    assert "1 session" in capsys.readouterr().out
+    assert fingerprint(db_path) == before
+    assert {name: fingerprint(os.path.join(pending, name)) for name in os.listdir(pending)} == journals
