@@ -6,7 +6,6 @@ import atexit
 import os
 import sys
 import threading
-import time
 import uuid
 from collections import deque
 
@@ -24,8 +23,6 @@ _recorder: "CellRecorder | None" = None
 # fewer than a thousand cells a second); past this many the cell path finishes them itself,
 # so the queue stays bounded even if the sampler stops.
 QUEUE_LIMIT = 1000
-# The sampler records cells in a batch; after this many it lets the interpreter go for a moment.
-POLITE_EVERY, POLITE_PAUSE_S = 4, 20e-6
 
 
 def current_recorder() -> "CellRecorder | None":
@@ -144,13 +141,11 @@ class CellRecorder:
         except Exception as error:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
 
-    def finish(self, polite: bool = False) -> None:
+    def finish(self) -> None:
         """Turn every queued reading into a CellRecord and its row (any thread; cheap when there is none).
 
         The grid is looked up once and the rows written in one transaction, for all the cells
-        that ended since the last time. ``polite`` (the sampler's thread) pauses briefly after
-        every few cells, so that the cells still running get the interpreter back at once
-        instead of after Python's 5 ms switch interval.
+        that ended since the last time.
         """
         if not self._closed or self.pid != os.getpid():  # a forked child keeps what it has, in memory
             return
@@ -161,8 +156,6 @@ class CellRecorder:
                     rows.append(self._add(*self._closed.popleft(), carbon))
                 except Exception as error:
                     notice("finish", f"could not record a cell ({error!r}); cells are not affected")
-                if polite and len(rows) % POLITE_EVERY == 0 and self._closed:
-                    time.sleep(POLITE_PAUSE_S)
             if self.store is not None:
                 self.store.add_many(rows)
 
@@ -235,7 +228,7 @@ class CellRecorder:
                 return
             self._recover()
             retired = list(self.journal.retired) if self.journal is not None else ()
-            self.finish(polite=True)
+            self.finish()
             if self.store is None:
                 return
             self.store.retry()
