@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import struct
+import weakref
 import zlib
 from dataclasses import dataclass
 
@@ -224,6 +225,7 @@ class JournalWriter:
     """
 
     def __init__(self, directory: str, session: str, header):
+        _writers.add(self)
         self.directory, self.session = directory, session
         self._header = header  # a callable returning the header dict, called once
         self._header_bytes = None
@@ -281,6 +283,18 @@ class JournalWriter:
                 _remove(path)
             os.close(fd)  # releases the lock: a file left behind is recovered by the next kernel
 
+    def _forget(self) -> None:
+        """In a forked child: close our copies of the files and write nothing more. The parent's lock
+        stays (it is the open file's, which the parent still has), but no longer outlives the parent."""
+        self.failed = "in a forked child"
+        for fd in [f[0] for f in self.retired] + [f[0] for f in ((self._fd, self._path), self._next) if f]:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.retired, self._fd, self._next = [], None, None
+
     def _new_file(self) -> tuple[int, str]:
         if self._header_bytes is None:
             self._header_bytes = header_bytes(self._header())
@@ -296,6 +310,17 @@ class JournalWriter:
             f"cell journal in {self.directory} cannot be written ({error}); cells still go to the history "
             "database, but one finished just before the kernel is killed may be lost",
         )
+
+
+_writers: "weakref.WeakSet[JournalWriter]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_writers):
+        writer._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def recover(directory: str, store, finish) -> int:
