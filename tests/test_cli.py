@@ -380,7 +380,9 @@ def test_a_signal_during_a_cell_shuts_the_kernel_down_and_keeps_what_ran(tmp_pat
     assert [c.execution_count for c in executed.cells] == [1, 2, None]
 
 
-SLOW_START = ("import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120); "
+# The pid file appears whole (written beside it, then renamed), so a reader never sees it empty.
+SLOW_START = ("import os, sys, time; open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid())); "
+              "os.rename(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(120); "
               "os.execv(sys.executable, [sys.executable, '-m', 'ipykernel_launcher', '-f', sys.argv[2]])")
 
 
