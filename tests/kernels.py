@@ -26,3 +26,30 @@ def kernel_environment(tmp_path) -> dict:
     env["GREENJUPYTER_POWERCAP_ROOT"] = str(tmp_path / "no-powercap")
     env["GREENJUPYTER_DB_PATH"] = str(tmp_path / "history.sqlite")
     return env
+
+
+def run_then_kill(tmp_path, env: dict, cells) -> list[str]:
+    """Start a real kernel with ``env``, load greenjupyter, run ``cells`` and kill it with SIGKILL
+    right after the last reply; return each cell's printed output."""
+    import signal
+
+    manager = kernel_manager(tmp_path)
+    manager.start_kernel(env=env, cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    printed = []
+    try:
+        client.wait_for_ready(timeout=60)
+        client.execute_interactive("%load_ext greenjupyter", timeout=30)
+        for cell in cells:
+            out = []
+            reply = client.execute_interactive(cell, timeout=30,
+                                               output_hook=lambda m: out.append(m["content"].get("text", "")))
+            assert reply["content"]["status"] == "ok", reply["content"]
+            printed.append("".join(out))
+        os.kill(manager.provisioner.process.pid, signal.SIGKILL)  # at once, after the last reply
+        manager.provisioner.process.wait(10)
+    finally:
+        client.stop_channels()
+        manager.cleanup_resources()
+    return printed

@@ -20,7 +20,7 @@ from greenjupyter.errors import GreenJupyterError
 from greenjupyter.export import CODECARBON_COLUMNS
 from greenjupyter.measurement import CellRecord, Measurement
 from greenjupyter.store import Store, StoredCell
-from tests.kernels import KERNEL, kernel_environment, kernel_manager
+from tests.kernels import KERNEL, kernel_environment, kernel_manager, run_then_kill
 
 BUSY = "# <b>busy</b> & loop\ntotal = 0\nfor i in range(600_000):\n    total += i\ntotal"
 
@@ -558,21 +558,8 @@ def test_a_newer_history_is_refused_and_an_older_one_is_read_as_it_is(tmp_path, 
 
 
 def test_history_right_after_a_killed_kernel_shows_its_journal_and_writes_nothing(tmp_path, env, capsys):
-    manager = kernel_manager(tmp_path)
     kernel_env = {**env, "GREENJUPYTER_SAMPLE_INTERVAL_S": "60"}  # no tick after load: the rows stay in the journal
-    manager.start_kernel(env=kernel_env, cwd=str(tmp_path))
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-        client.execute_interactive("%load_ext greenjupyter", timeout=30)
-        for n in range(3):
-            assert client.execute_interactive(f"killed = {n}", timeout=30)["content"]["status"] == "ok"
-        os.kill(manager.provisioner.process.pid, signal.SIGKILL)
-        manager.provisioner.process.wait(10)
-    finally:
-        client.stop_channels()
-        manager.cleanup_resources()
+    run_then_kill(tmp_path, kernel_env, [f"killed = {n}" for n in range(3)])
     db_path = env["GREENJUPYTER_DB_PATH"]
     pending = db_path + ".pending"
     journals = {name: fingerprint(os.path.join(pending, name)) for name in os.listdir(pending)}

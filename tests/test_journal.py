@@ -16,7 +16,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import greenjupyter
 from greenjupyter import journal, runtime
 from greenjupyter.measurement import CellRecord
-from greenjupyter.meter import ComponentInfo, Reading
+from greenjupyter.meter import Reading
 from greenjupyter.store import Store, StoredCell
 
 HEADER = {
@@ -196,31 +196,12 @@ def test_a_full_disk_gives_one_notice_and_the_session_goes_on_in_memory(tmp_path
 
 
 def test_a_forked_child_outliving_its_killed_kernel_does_not_hold_the_journal(tmp_path):
-    from tests.kernels import kernel_environment, kernel_manager
+    from tests.kernels import kernel_environment, run_then_kill
 
-    manager = kernel_manager(tmp_path)
     env = kernel_environment(tmp_path)
     env["GREENJUPYTER_SAMPLE_INTERVAL_S"] = "60"  # rows only from the journal
-    manager.start_kernel(env=env, cwd=str(tmp_path))
-    client = manager.client()
-    client.start_channels()
-    orphan = None
-    try:
-        client.wait_for_ready(timeout=60)
-        client.execute_interactive("%load_ext greenjupyter", timeout=30)
-        client.execute_interactive("x = 1", timeout=30)
-        pids = []
-        client.execute_interactive(
-            "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nprint(pid)",
-            timeout=30, output_hook=lambda m: pids.append(m["content"].get("text", "")),
-        )
-        orphan = int("".join(pids).strip())
-        client.execute_interactive("y = 2", timeout=30)
-        os.kill(manager.provisioner.process.pid, 9)
-        manager.provisioner.process.wait(10)
-    finally:
-        client.stop_channels()
-        manager.cleanup_resources()
+    fork = "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nprint(pid)"
+    orphan = int(run_then_kill(tmp_path, env, ["x = 1", fork, "y = 2"])[1].strip())
     try:
         os.kill(orphan, 0)  # the child still lives
         store = Store(env["GREENJUPYTER_DB_PATH"])

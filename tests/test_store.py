@@ -3,7 +3,6 @@
 import multiprocessing
 import os
 import shutil
-import signal
 import sqlite3
 import tempfile
 import time
@@ -17,7 +16,7 @@ import greenjupyter
 from greenjupyter import runtime
 from greenjupyter.measurement import CellRecord, Measurement
 from greenjupyter.store import ANY, MIGRATIONS, Store, StoredCell
-from tests.kernels import kernel_environment, kernel_manager
+from tests.kernels import kernel_environment, run_then_kill
 
 
 def stored(n=1, notebook="analysis.ipynb", session="s1", started=None, co2e=0.5):
@@ -221,25 +220,11 @@ def test_history_api_and_magic(tmp_path):
 
 
 def test_a_kernel_killed_with_sigkill_keeps_every_cell_it_ran(tmp_path, monkeypatch):
-    manager = kernel_manager(tmp_path)
     env = kernel_environment(tmp_path)
     # The sampler ticks once at load and then not for a minute: the cells' rows can only come
     # from what each cell itself wrote, the journal.
     env["GREENJUPYTER_SAMPLE_INTERVAL_S"] = "60"
-    manager.start_kernel(env=env, cwd=str(tmp_path))
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-        client.execute_interactive("%load_ext greenjupyter", timeout=30)
-        for n in range(5):
-            reply = client.execute_interactive(f"x = {n}", timeout=30)
-            assert reply["content"]["status"] == "ok"
-        os.kill(manager.provisioner.process.pid, signal.SIGKILL)  # at once, after the fifth reply
-        manager.provisioner.process.wait(10)
-    finally:
-        client.stop_channels()
-        manager.cleanup_resources()
+    run_then_kill(tmp_path, env, [f"x = {n}" for n in range(5)])
     db_path = env["GREENJUPYTER_DB_PATH"]
     assert [c.record.source_preview for c in Store(db_path).cells()] == []
     pending = tmp_path / "history.sqlite.pending"
