@@ -23,7 +23,10 @@ import weakref
 import zlib
 from dataclasses import dataclass
 
+from .measurement import CellRecord
 from .meter import ComponentInfo, Reading, window_measurement
+from .notices import notice
+from .store import StoredCell, remove_file
 
 try:
     import fcntl
@@ -270,7 +273,7 @@ class JournalWriter:
         """Delete retired files whose rows are all in the database (sampler)."""
         for entry in files:
             fd, path = entry
-            _remove(path)
+            remove_file(path)
             os.close(fd)
             self.retired.remove(entry)
 
@@ -280,7 +283,7 @@ class JournalWriter:
         self.retired, self._fd, self._path, self._next = [], None, None, None
         for fd, path in files:
             if delete:
-                _remove(path)
+                remove_file(path)
             os.close(fd)  # releases the lock: a file left behind is recovered by the next kernel
 
     def _forget(self) -> None:
@@ -302,8 +305,6 @@ class JournalWriter:
         return open_file(self.directory, self.session, self._number, self._header_bytes)
 
     def _fail(self, error: Exception) -> None:
-        from .notices import notice
-
         self.failed = str(error)
         notice(
             "journal",
@@ -330,9 +331,6 @@ def recover(directory: str, store, finish) -> int:
     Entries already in the database (its ``entry`` column, per session) are not added twice.
     A file is deleted once its rows are in.
     """
-    from .measurement import CellRecord
-    from .store import StoredCell
-
     added = 0
     for path, fd in dead_journals(directory):
         try:
@@ -350,14 +348,7 @@ def recover(directory: str, store, finish) -> int:
                 ]
                 store.add_all(cells)
                 added += len(cells)
-            _remove(path)
+            remove_file(path)
         finally:
             os.close(fd)
     return added
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

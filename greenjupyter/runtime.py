@@ -120,13 +120,7 @@ def with_carbon(measurement: Measurement, region: str | None = None) -> Measurem
 
     Carbon is a layer on top: if it fails, the energy is kept and the failure said once.
     """
-    from .carbon import context
-
-    try:
-        return context.footprint(measurement, current_grid(region), get_settings())
-    except Exception as error:
-        notice("carbon", f"could not work out CO2e ({error!r}); energy is still recorded")
-        return measurement
+    return carbon_adder(region)(measurement)
 
 
 def carbon_adder(region: str | None = None):

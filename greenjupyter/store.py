@@ -200,7 +200,7 @@ class Store:
             # -wal of ours left at the path would be read as part of whatever file is there now.
             for name, identity in self._sidecars:
                 if identity is not None and _identity(name) == identity:
-                    _remove(name)
+                    remove_file(name)
             self._cell_db.close()
             self._background.close()
             self._identity = None
@@ -232,29 +232,14 @@ class Store:
             return
         rows = [_row(cell) for cell in cells]
         if self._moved():  # the file was deleted or replaced: retry() opens the new one, then writes them
-            if not self._waiting:
-                self._waiting_since = time.monotonic()
-            self._waiting.extend(rows)
+            self._queue(rows)
             return
         try:
             with self._cell_lock:
-                db = self._cell_db
-                if len(rows) == 1:
-                    db.execute(INSERT, rows[0])
-                else:
-                    db.execute("BEGIN")
-                    try:
-                        db.executemany(INSERT, rows)
-                        db.execute("COMMIT")
-                    except BaseException:
-                        if db.in_transaction:
-                            db.execute("ROLLBACK")
-                        raise
+                _insert(self._cell_db, rows, "BEGIN")
         except sqlite3.OperationalError as error:
             if any(word in str(error) for word in BUSY_ERRORS):
-                if not self._waiting:
-                    self._waiting_since = time.monotonic()
-                self._waiting.extend(rows)
+                self._queue(rows)
             else:
                 self._give_up(error)
         except sqlite3.DatabaseError as error:
@@ -288,6 +273,11 @@ class Store:
         except sqlite3.DatabaseError as error:
             self._give_up(error)
 
+    def _queue(self, rows) -> None:
+        if not self._waiting:
+            self._waiting_since = time.monotonic()
+        self._waiting.extend(rows)
+
     @property
     def all_written(self) -> bool:
         """True when every row given to ``add`` is in the database."""
@@ -306,14 +296,7 @@ class Store:
         if not cells or self.pid != os.getpid():
             return
         with self._background_lock:
-            db = self._background
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(INSERT, [_row(cell) for cell in cells])
-                db.execute("COMMIT")
-            except Exception:
-                db.execute("ROLLBACK")
-                raise
+            _insert(self._background, [_row(cell) for cell in cells], "BEGIN IMMEDIATE")
 
     def _give_up(self, error: Exception) -> None:
         self.failed = str(error)
@@ -365,6 +348,21 @@ class Store:
             self._background.close()
 
 
+def _insert(db: sqlite3.Connection, rows, begin: str) -> None:
+    """Insert ``rows`` in one transaction (a single row needs none); roll back and raise on failure."""
+    if len(rows) == 1:
+        db.execute(INSERT, rows[0])
+        return
+    db.execute(begin)
+    try:
+        db.executemany(INSERT, rows)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def _identity(path: str):
     try:
         st = os.stat(path)
@@ -373,7 +371,7 @@ def _identity(path: str):
     return st.st_dev, st.st_ino
 
 
-def _remove(path: str) -> None:
+def remove_file(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -412,7 +410,7 @@ def _create_owner_only(path: str) -> None:
         except FileExistsError:
             return
         for suffix in ("-wal", "-shm"):
-            _remove(path + suffix)
+            remove_file(path + suffix)
     finally:
         if lock is not None:
             os.close(lock)  # and with it the lock

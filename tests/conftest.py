@@ -25,6 +25,18 @@ def isolated(monkeypatch, tmp_path):
 
 
 @pytest.fixture
+def shell():
+    """A real IPython shell with greenjupyter loaded (test files that need another set-up define their own)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter", store_history=True)
+    yield shell
+    shell.run_line_magic("unload_ext", "greenjupyter")
+    shell.user_ns.pop("m", None)
+
+
+@pytest.fixture
 def powercap(tmp_path, monkeypatch):
     """A two-socket RAPL tree (packages + DRAM) advancing in real time; the env points at it."""
     fake = FakePowercap(tmp_path / "powercap", SERVER)

@@ -14,14 +14,6 @@ from greenjupyter import Measurement, runtime
 from greenjupyter.ipython import extension
 
 
-@pytest.fixture
-def shell():
-    shell = InteractiveShell.instance()
-    shell.run_cell("%load_ext greenjupyter", store_history=True)
-    yield shell
-    shell.run_line_magic("unload_ext", "greenjupyter")
-    shell.user_ns.pop("m", None)
-
 
 def run(shell, source):
     return shell.run_cell(source, store_history=True)

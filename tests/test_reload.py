@@ -3,18 +3,9 @@
 import sqlite3
 import time
 
-import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from greenjupyter import runtime
 
-
-@pytest.fixture
-def shell():
-    shell = InteractiveShell.instance()
-    shell.run_cell("%load_ext greenjupyter", store_history=True)
-    yield shell
-    shell.run_line_magic("unload_ext", "greenjupyter")
 
 
 def previews(path):

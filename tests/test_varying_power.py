@@ -288,7 +288,9 @@ def test_cpu_estimate_never_exceeds_the_model_for_the_cpus_this_process_may_use(
         # A child burns CPU and exits; its CPU time lands in whichever window reaps it, a
         # window of well under a millisecond here, in 10 ms ticks.
         child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass"])
-        while not os.path.exists(f"/proc/{child.pid}/stat") or open(f"/proc/{child.pid}/stat").read().split()[2] != "Z":
+        deadline = time.monotonic() + 30
+        while open(f"/proc/{child.pid}/stat").read().split()[2] != "Z":  # exited, not yet reaped
+            assert time.monotonic() < deadline, "the CPU-burning child never finished"
             time.sleep(0.01)
         start = meter.begin()
         child.wait()

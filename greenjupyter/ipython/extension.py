@@ -59,7 +59,7 @@ class CellRecorder:
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
         self._open: list = []  # [start reading, info, (Measurement, start, stop) of a %%carbon cell or None]
-        # (journal number, start, stop, info, execution count, error name, Measurement or None)
+        # (journal number, start, stop, info, first line or None, execution count, error name, Measurement or None)
         self._closed: deque = deque()
         self._seq = 0  # the next cell's number in this session's journal
         self._lock = threading.Lock()
@@ -129,12 +129,14 @@ class CellRecorder:
             else:
                 stop = self.meter.snapshot()
             seq, self._seq = self._seq, self._seq + 1
-            self._closed.append((seq, start, stop, info, count, error_name, measurement))
-            if self.journal is not None:
+            # The first line is worked out here only for the journal, else on the sampler's thread.
+            preview = _first_line(info.raw_cell) if self.journal is not None else None
+            self._closed.append((seq, start, stop, info, preview, count, error_name, measurement))
+            if self.journal is not None:  # queued first: a journal file is deleted only once its cells are in
                 failed, shared = self.meter.window_flags(start, stop)
                 self.journal.append(journal.entry_bytes(
                     seq, count, error is None, start, stop, failed, shared,
-                    getattr(info, "cell_id", None), _first_line(info.raw_cell), error_name,
+                    getattr(info, "cell_id", None), preview, error_name,
                 ))
             if len(self._closed) > QUEUE_LIMIT or self.budget.limit is not None:
                 self.finish()  # a budget's notice belongs under the cell that passed it
@@ -166,7 +168,7 @@ class CellRecorder:
         if self.store is not None:
             self.store.retry()
 
-    def _add(self, seq, start, stop, info, execution_count, error, measurement, carbon) -> StoredCell:
+    def _add(self, seq, start, stop, info, preview, execution_count, error, measurement, carbon) -> StoredCell:
         if measurement is None:  # else a %%carbon cell: the magic's own Measurement, CO2e included
             measurement = carbon(self.meter.measurement(start, stop))
         record = CellRecord(
@@ -176,7 +178,7 @@ class CellRecorder:
             notebook=self.notebook,
             success=error is None,
             error=error,
-            source_preview=_first_line(info.raw_cell),
+            source_preview=_first_line(info.raw_cell) if preview is None else preview,
         )
         self._records.append(record)
         self._totals.add(record)
