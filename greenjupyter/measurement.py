@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping, Optional
 
@@ -78,3 +78,9 @@ class CellRecord:
     success: bool = True
     error: Optional[str] = None  # the exception's type name when the cell failed
     source_preview: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)  # greenjupyter.log(accuracy=0.93, ...)
+    tag: Optional[str] = None  # greenjupyter.tag("resnet18-70pct"): the run the cell belongs to
+    units: Optional[float] = None  # functional units the cell served (%%carbon --per), for SCI
+    unit_name: Optional[str] = None  # what one unit is ("predictions"), or None
+    idle_before_j: Optional[float] = None  # energy drawn between the previous cell's end and this cell's start
+    idle_before_s: Optional[float] = None  # and how long that was

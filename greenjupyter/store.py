@@ -34,7 +34,7 @@ try:
 except ImportError:  # Windows: no folder lock; kernels there rarely share a history
     fcntl = None
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Each entry upgrades the schema from its index to index + 1; never edit one that has shipped.
 MIGRATIONS = (
     """
@@ -70,13 +70,25 @@ MIGRATIONS = (
     "ALTER TABLE cells ADD COLUMN shared_components TEXT NOT NULL DEFAULT '[]'",
     # 3: the cell's number in its session's journal, so a recovered journal adds no row twice
     "ALTER TABLE cells ADD COLUMN entry INTEGER",
+    # 4: what the user attached to the cell (metrics as a JSON object, a run tag, functional units for SCI),
+    # and the energy and time between the previous cell's end and this cell's start
+    "ALTER TABLE cells ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}';"
+    "ALTER TABLE cells ADD COLUMN tag TEXT;"
+    "ALTER TABLE cells ADD COLUMN units REAL;"
+    "ALTER TABLE cells ADD COLUMN unit_name TEXT;"
+    "ALTER TABLE cells ADD COLUMN idle_before_j REAL;"
+    "ALTER TABLE cells ADD COLUMN idle_before_s REAL",
 )
 COLUMNS = (
     "schema_version, session, kernel_id, notebook, execution_count, cell_id, success, error, source_preview, "
     "started_at, duration_s, energy_j, components, estimated, estimated_components, failed_components, "
-    "avg_power_w, peak_power_w, uncertainty_j, co2e_g, intensity_g_per_kwh, region, pue, hardware, shared_components, entry"
+    "avg_power_w, peak_power_w, uncertainty_j, co2e_g, intensity_g_per_kwh, region, pue, hardware, shared_components, entry, "
+    "metrics, tag, units, unit_name, idle_before_j, idle_before_s"
 )
-LATER_COLUMNS = {"shared_components": "'[]'", "entry": "NULL"}  # added by migrations 2 and 3, with their defaults
+LATER_COLUMNS = {  # added by migrations 2 to 4, with their defaults
+    "shared_components": "'[]'", "entry": "NULL", "metrics": "'{}'", "tag": "NULL", "units": "NULL",
+    "unit_name": "NULL", "idle_before_j": "NULL", "idle_before_s": "NULL",
+}
 INSERT = f"INSERT INTO cells ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(', ')))})"
 BUSY_ERRORS = ("locked", "busy")
 ANY = object()  # no filter on that column
@@ -480,7 +492,8 @@ def _row(cell: StoredCell) -> tuple:
         r.error, r.source_preview, _iso(m.started_at), m.duration_s, m.energy_j, json.dumps(dict(m.components)),
         int(m.estimated), _json_list(m.estimated_components), _json_list(m.failed_components), m.avg_power_w,
         m.peak_power_w, m.uncertainty_j, m.co2e_g, m.intensity_g_per_kwh, m.region, m.pue, cell.hardware,
-        _json_list(m.shared_components), cell.entry,
+        _json_list(m.shared_components), cell.entry, json.dumps(dict(r.metrics)) if r.metrics else "{}", r.tag,
+        r.units, r.unit_name, r.idle_before_j, r.idle_before_s,
     )
 
 
@@ -491,7 +504,7 @@ def _json_list(names) -> str:
 def _cell(row) -> StoredCell:
     (_, session, kernel_id, notebook, count, cell_id, success, error, preview, started, duration, energy, parts,
      estimated, estimated_parts, failed_parts, avg_w, peak_w, uncertainty, co2e, intensity, region, pue,
-     hardware, shared_parts, entry) = row
+     hardware, shared_parts, entry, metrics, tag, units, unit_name, idle_j, idle_s) = row
     measurement = Measurement(
         started_at=datetime.fromisoformat(started),
         duration_s=duration,
@@ -509,5 +522,6 @@ def _cell(row) -> StoredCell:
         region=region,
         pue=pue,
     )
-    record = CellRecord(measurement, count, cell_id, notebook, bool(success), error, preview or "")
+    record = CellRecord(measurement, count, cell_id, notebook, bool(success), error, preview or "",
+                        json.loads(metrics) if metrics != "{}" else {}, tag, units, unit_name, idle_j, idle_s)
     return StoredCell(record, session, kernel_id, hardware, entry)

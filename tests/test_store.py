@@ -49,6 +49,40 @@ def test_a_row_comes_back_as_it_went_in(tmp_path):
     assert store._cell_db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_what_the_user_attached_and_the_time_between_cells_come_back(tmp_path):
+    store = Store(str(tmp_path / "h.sqlite"))
+    record = stored(3).record.__class__(
+        stored(3).record.measurement, 3, metrics={"accuracy": 0.93, "loss": 0.21}, tag="resnet18-70pct",
+        units=1000.0, unit_name="predictions", idle_before_j=12.5, idle_before_s=60.0,
+    )
+    store.add(StoredCell(record, "s1"))
+    (back,) = store.cells()
+    assert back.record == record
+
+
+def test_a_history_of_an_older_schema_is_read_as_is_and_upgraded_when_written(tmp_path):
+    path = str(tmp_path / "h.sqlite")
+    db = sqlite3.connect(path)
+    for step in MIGRATIONS[:3]:  # the schema an older greenjupyter wrote, with one of its rows
+        for statement in filter(str.strip, step.split(";")):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 3")
+    cell = stored(1)
+    columns = "schema_version, session, notebook, execution_count, success, started_at, duration_s, energy_j, " \
+              "components, estimated, estimated_components, failed_components"
+    db.execute(f"INSERT INTO cells ({columns}) VALUES (3, 's0', 'old.ipynb', 7, 1, ?, 2.0, 50.0, ?, 0, '[]', '[]')",
+               (cell.record.measurement.started_at.isoformat(), '{"cpu:package-0": 50.0}'))
+    db.commit()
+    db.close()
+    (old,) = Store(path, read_only=True).cells()
+    assert (old.record.execution_count, old.record.metrics, old.record.tag, old.record.idle_before_j) == (7, {}, None, None)
+    store = Store(path)  # a writer upgrades it
+    assert store._background.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
+    store.add(cell)
+    assert [c.record.execution_count for c in store.cells()] == [7, 1]
+    assert store.cells()[0].record.metrics == {}
+
+
 def test_filters_by_notebook_time_and_session(tmp_path):
     store = Store(str(tmp_path / "h.sqlite"))
     old = datetime.now(timezone.utc) - timedelta(days=10)
