@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import bisect
 import os
 import sys
 import threading
@@ -58,10 +59,13 @@ class CellRecorder:
         self.monitor = None  # the %carbon monitor widget, once shown
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
-        self._open: list = []  # [start reading, info, (Measurement, start, stop) of a %%carbon cell or None]
-        # (journal number, start, stop, info, first line or None, execution count, error name, Measurement or None)
+        # [start reading, info, (Measurement, start, stop) of a %%carbon cell or None, what attach() gave or None]
+        self._open: list = []
+        # (journal number, start, stop, info, first line or None, execution count, error name, Measurement or None,
+        #  attached or None)
         self._closed: deque = deque()
         self._seq = 0  # the next cell's number in this session's journal
+        self._tags: list = []  # (first journal number, tag or None): tag() changes, oldest first
         self._lock = threading.Lock()
         self._upkeep = threading.Lock()  # the sampler's journal upkeep against closing it; never on a cell's path
         self._journal_closed = False
@@ -92,7 +96,7 @@ class CellRecorder:
         if self.pid != os.getpid():
             return
         try:
-            self._open.append([self.meter.begin(), info, None])
+            self._open.append([self.meter.begin(), info, None, None])
         except Exception as error:
             notice("pre_run_cell", f"could not start measuring a cell ({error!r}); cells are not affected")
 
@@ -111,10 +115,34 @@ class CellRecorder:
         entry[2] = (measurement, start, stop)
         return True
 
+    def attach(self, metrics: dict | None = None, **fields) -> bool:
+        """Attach ``metrics`` (merged with those attached before) and CellRecord ``fields`` (units, unit_name)
+        to the running cell's record. Return False (and change nothing) when no cell runs."""
+        if self.pid != os.getpid() or not self._open:
+            return False
+        entry = self._open[-1]
+        attached = entry[3] = entry[3] or {}
+        if metrics:
+            attached["metrics"] = {**attached.get("metrics", {}), **metrics}
+        attached.update(fields)
+        return True
+
+    def set_tag(self, name: str | None) -> None:
+        """Tag the running cell (or, between cells, the next one) and every later cell with ``name`` (None: untagged)."""
+        change = (self._seq, name)  # the running cell's journal number, given when it ends
+        if self._tags and self._tags[-1][0] == self._seq:
+            self._tags[-1] = change  # changed again in the same cell: the last one holds
+        else:
+            self._tags.append(change)
+
+    def _tag_of(self, seq: int) -> str | None:
+        at = bisect.bisect_right(self._tags, seq, key=lambda change: change[0])
+        return self._tags[at - 1][1] if at else None
+
     def post_run_cell(self, result) -> None:
         if not self._open or self.pid != os.getpid():  # the cell that loaded the extension had no start
             return
-        start, info, handed = self._open.pop()
+        start, info, handed, attached = self._open.pop()
         try:
             error = result.error_in_exec or result.error_before_exec
             error_name = error and type(error).__name__
@@ -131,7 +159,7 @@ class CellRecorder:
             seq, self._seq = self._seq, self._seq + 1
             # The first line is worked out here only for the journal, else on the sampler's thread.
             preview = _first_line(info.raw_cell) if self.journal is not None else None
-            self._closed.append((seq, start, stop, info, preview, count, error_name, measurement))
+            self._closed.append((seq, start, stop, info, preview, count, error_name, measurement, attached))
             if self.journal is not None:  # queued first: a journal file is deleted only once its cells are in
                 failed, shared = self.meter.window_flags(start, stop)
                 self.journal.append(journal.entry_bytes(
@@ -168,7 +196,7 @@ class CellRecorder:
         if self.store is not None:
             self.store.retry()
 
-    def _add(self, seq, start, stop, info, preview, execution_count, error, measurement, carbon) -> StoredCell:
+    def _add(self, seq, start, stop, info, preview, execution_count, error, measurement, attached, carbon) -> StoredCell:
         if measurement is None:  # else a %%carbon cell: the magic's own Measurement, CO2e included
             measurement = carbon(self.meter.measurement(start, stop))
         record = CellRecord(
@@ -179,6 +207,8 @@ class CellRecorder:
             success=error is None,
             error=error,
             source_preview=_first_line(info.raw_cell) if preview is None else preview,
+            tag=self._tag_of(seq) if self._tags else None,
+            **(attached or {}),
         )
         self._records.append(record)
         self._totals.add(record)
