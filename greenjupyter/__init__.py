@@ -20,6 +20,7 @@ __all__ = [
     "history",
     "measure",
     "sources",
+    "whatif",
 ]
 
 
@@ -29,6 +30,15 @@ def cells() -> tuple:
 
     recorder = current_recorder()
     return tuple(recorder.records) if recorder else ()
+
+
+def whatif(energy_j=None, regions=None, notebook=None, since=None):
+    """Return the CO2e of this session's energy (or ``energy_j``, or the stored cells of ``notebook``
+    and/or ``since``) on your grid and on other grids: rows of region, intensity, PUE, CO2e and the
+    change in %. See greenjupyter.carbon.whatif."""
+    from .carbon.whatif import whatif
+
+    return whatif(energy_j, regions, notebook, since)
 
 
 def load_ipython_extension(ipython) -> None:

@@ -4,6 +4,7 @@
     greenjupyter history --since 7d
     greenjupyter report --since 7d --format latex --output compute.tex
     greenjupyter export cells.csv --notebook analysis.ipynb
+    greenjupyter whatif --since 7d --regions FR,us-central1
     greenjupyter sources
 
 ``measure`` runs the notebook through nbclient in a fresh kernel with its own greenjupyter
@@ -752,6 +753,20 @@ def cmd_export(args) -> int:
     return OK
 
 
+def cmd_whatif(args) -> int:
+    from .carbon.whatif import compare
+
+    cells = _selected(args)
+    settings = _settings()
+    grid = _grid(settings)
+    if grid is None:
+        raise UsageError("the grid in force cannot be worked out; set GREENJUPYTER_REGION, e.g. to FR")
+    scope = f"{len(cells)} stored cell{'' if len(cells) == 1 else 's'}{_scope(args)}"
+    energy_j = sum(c.record.measurement.energy_j for c in cells)
+    print(compare(energy_j, grid, settings, args.regions or (), scope).text())
+    return OK
+
+
 def cmd_sources(args) -> int:
     # The same detection greenjupyter.sources() reports, without starting the shared meter.
     detection = _detection(_settings())
@@ -1016,6 +1031,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="a .csv or .json file to write")
     selection(p)
     p.set_defaults(handler=cmd_export)
+
+    p = commands.add_parser("whatif", parents=[common], help="the stored cells' CO2e on other grids",
+                            description="The energy of stored cells and its CO2e on the grid in force, the cleanest "
+                                        "cloud regions, low- and high-carbon grids and the regions named "
+                                        "(embedded annual averages).")
+    selection(p)
+    p.add_argument("--regions", metavar="R,R", help="more regions to compare, e.g. FR,us-central1,aws:eu-north-1")
+    p.set_defaults(handler=cmd_whatif)
 
     p = commands.add_parser("sources", parents=[common], help="what is measured, what is estimated, and why",
                             description="Say what this machine measures and estimates, and how to fix what is missing.")

@@ -23,7 +23,8 @@ from ..notices import notice
 from ..settings import NEEDS_RELOAD
 from .extension import current_recorder
 
-ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor", "help")
+ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor", "help",
+           "whatif")
 # %carbon help: every form, one line each.
 HELP = (
     ("%load_ext greenjupyter", "measure every cell from now on, silently"),
@@ -39,12 +40,16 @@ HELP = (
     ("%carbon export FILE", "this session's cells as CSV (CodeCarbon's columns) or JSON"),
     ("%carbon budget AMOUNT [--stop]", "a notice when the session passes 50g CO2e or 2Wh; --stop stops cells; clear"),
     ("%carbon monitor", "live power as a widget, where the JupyterLab sidebar is not available"),
+    ("%carbon whatif [--regions R,R]", "the session's CO2e on your grid, the cleanest cloud regions, low- and "
+                                       "high-carbon grids and R; --notebook [PATH] or --since SPAN: stored cells"),
     ("%carbon help", "this list; %carbon? for the details"),
 )
 # What each action takes after it; the others take nothing.
 TAKES = {"config": "NAME=VALUE pairs", "export": "a file name (.csv or .json)", "budget": "an amount, or clear"}
 # Options that only one action takes (line magic), with the action; and the cell magic's own.
-ACTION_OPTIONS = {"stop": ("--stop", "budget"), "format": ("--format", "report"), "last": ("-n", "cells")}
+ACTION_OPTIONS = {"stop": ("--stop", "budget"), "format": ("--format", "report"), "last": ("-n", "cells"),
+                  "regions": ("--regions", "whatif"), "notebook": ("--notebook", "whatif"),
+                  "since": ("--since", "whatif")}
 CELL_OPTIONS = {"quiet": "-q", "output": "-o", "region": "--region"}
 # Names IPython itself needs in the user's namespace (besides those starting with _ and builtins).
 IPYTHON_NAMES = ("In", "Out", "get_ipython", "exit", "quit")
@@ -60,7 +65,7 @@ class CarbonMagics(Magics):
         help="line magic only: help (every form, one line each), totals (default) for this session, sources (what is measured, "
         "estimated or missing, and how to fix it), cells (a table of recent cells), config (settings), "
         "history (this notebook's past sessions), report (summary and figures), export FILE, budget AMOUNT, "
-        "monitor (live power as a widget)",
+        "monitor (live power as a widget), whatif (CO2e on other grids)",
     )
     @argument("words", nargs="*", metavar="ARG", help="config: NAME=VALUE ...; export: FILE; budget: 50g, 2Wh or clear")
     @argument("--format", help="with report: markdown (default), latex, html or text")
@@ -70,6 +75,10 @@ class CarbonMagics(Magics):
               "(not one starting with _, a builtin, or In, Out, get_ipython, exit, quit)")
     @argument("-n", "--last", type=int, metavar="N", help="with cells: show the last N cells (default 20)")
     @argument("--region", metavar="REGION", help="cell magic: work out CO2e for this region instead (FR, US-CA, us-central1)")
+    @argument("--regions", metavar="R,R", help="with whatif: more regions to compare, e.g. FR,us-central1,aws:eu-north-1")
+    @argument("--notebook", nargs="?", const="", metavar="PATH",
+              help="with whatif: the stored cells of the notebook PATH (alone: of this notebook), not this session's")
+    @argument("--since", metavar="SPAN", help="with whatif: the stored cells of the last SPAN (30m, 12h, 7d, 2w)")
     @line_cell_magic
     def carbon(self, line: str, cell: str | None = None):
         """Energy of this notebook's cells.
@@ -87,6 +96,8 @@ class CarbonMagics(Magics):
                                   --stop also stops further cells; %carbon budget clear removes it
         %carbon monitor           live power and totals as a widget (VS Code, Colab, no sidebar)
         %carbon help              every form of %carbon and %%carbon, one line each
+        %carbon whatif [--regions FR,us-central1] [--notebook [PATH]] [--since 7d]
+                                  this session's (or the stored cells') CO2e on other grids
         %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region);
                                   the cell's record keeps the session's grid
 
@@ -122,6 +133,8 @@ class CarbonMagics(Magics):
             self._monitor(recorder)
         elif args.action == "history":
             self._history(recorder)
+        elif args.action == "whatif":
+            self._whatif(recorder, args)
         elif args.action == "sources":
             recorder.meter.wait_ready()
             display(fmt.Text(str(recorder.meter.detection)))
@@ -266,6 +279,20 @@ class CarbonMagics(Magics):
         except GreenJupyterError as error:  # the file was replaced by one that cannot be read
             raise UsageError(str(error)) from None
         display(fmt.Text(fmt.sessions_text(sessions(cells), recorder.notebook)))
+
+    def _whatif(self, recorder, args) -> None:
+        from ..carbon.whatif import whatif
+
+        notebook = args.notebook
+        if notebook == "":  # --notebook alone: this notebook's stored cells
+            if recorder.notebook is None:
+                raise UsageError("--notebook alone means this notebook's cells, and this kernel runs outside a "
+                                 "notebook (JPY_SESSION_NAME is not set); give --notebook PATH")
+            notebook = recorder.notebook
+        try:
+            display(whatif(regions=args.regions, notebook=notebook, since=args.since))
+        except GreenJupyterError as error:
+            raise UsageError(str(error)) from None
 
     def _check_region(self, region: str) -> None:
         try:
