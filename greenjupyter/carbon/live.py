@@ -88,6 +88,7 @@ class ElectricityMaps:
     key = "electricitymaps"
     name = "Electricity Maps"
     default_base = "https://api.electricitymaps.com"
+    path = "/v3/carbon-intensity/latest"  # the forecast (greenjupyter.carbon.forecast) asks another path
     needs_token = True
 
     def __init__(self, zone: str, base: str | None = None):
@@ -103,7 +104,7 @@ class ElectricityMaps:
         token = _token()
         if not token:
             raise LiveFailure("token-missing", f"no API token: set {TOKEN_VARS[0]} (or {TOKEN_VARS[1]})")
-        url = f"{self.base}/v3/carbon-intensity/latest?zone={quote(self.zone, safe='')}"
+        url = f"{self.base}{self.path}?zone={quote(self.zone, safe='')}"
         return url, {"auth-token": token, "Accept": "application/json"}
 
     def parse(self, payload) -> LiveReading:
@@ -358,6 +359,7 @@ class LiveIntensity:
         self._next_fetch = 0.0  # monotonic time before which no fetch starts (fresh cache, or back-off)
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.failure: LiveFailure | None = None  # why the last fetch failed; None after a good one
 
     def current(self) -> LiveReading | None:
         """The last good reading (None before the first); starts a background refresh when one is due."""
@@ -399,6 +401,7 @@ class LiveIntensity:
                 self._reading, self._reading_t = reading, time.monotonic()
             self._next_fetch = time.monotonic() + delay
             self._thread = None
+            self.failure = failure
         if failure is not None:
             self._tell(failure, previous, delay)
 

@@ -24,7 +24,7 @@ from ..settings import NEEDS_RELOAD
 from .extension import current_recorder
 
 ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor", "help",
-           "whatif")
+           "whatif", "forecast")
 # %carbon help: every form, one line each.
 HELP = (
     ("%load_ext greenjupyter", "measure every cell from now on, silently"),
@@ -42,6 +42,8 @@ HELP = (
     ("%carbon monitor", "live power as a widget, where the JupyterLab sidebar is not available"),
     ("%carbon whatif [--regions R,R]", "the session's CO2e on your grid, the cleanest cloud regions, low- and "
                                        "high-carbon grids and R; --notebook [PATH] or --since SPAN: stored cells"),
+    ("%carbon forecast [--hours H]", "the lowest-carbon start in the next 48 h for an H-hour job (default 1), "
+                                     "from the live provider's forecast"),
     ("%carbon help", "this list; %carbon? for the details"),
 )
 # What each action takes after it; the others take nothing.
@@ -49,7 +51,7 @@ TAKES = {"config": "NAME=VALUE pairs", "export": "a file name (.csv or .json)", 
 # Options that only one action takes (line magic), with the action; and the cell magic's own.
 ACTION_OPTIONS = {"stop": ("--stop", "budget"), "format": ("--format", "report"), "last": ("-n", "cells"),
                   "regions": ("--regions", "whatif"), "notebook": ("--notebook", "whatif"),
-                  "since": ("--since", "whatif")}
+                  "since": ("--since", "whatif"), "hours": ("--hours", "forecast")}
 CELL_OPTIONS = {"quiet": "-q", "output": "-o", "region": "--region"}
 # Names IPython itself needs in the user's namespace (besides those starting with _ and builtins).
 IPYTHON_NAMES = ("In", "Out", "get_ipython", "exit", "quit")
@@ -65,7 +67,7 @@ class CarbonMagics(Magics):
         help="line magic only: help (every form, one line each), totals (default) for this session, sources (what is measured, "
         "estimated or missing, and how to fix it), cells (a table of recent cells), config (settings), "
         "history (this notebook's past sessions), report (summary and figures), export FILE, budget AMOUNT, "
-        "monitor (live power as a widget), whatif (CO2e on other grids)",
+        "monitor (live power as a widget), whatif (CO2e on other grids), forecast (the cleanest start)",
     )
     @argument("words", nargs="*", metavar="ARG", help="config: NAME=VALUE ...; export: FILE; budget: 50g, 2Wh or clear")
     @argument("--format", help="with report: markdown (default), latex, html or text")
@@ -79,6 +81,7 @@ class CarbonMagics(Magics):
     @argument("--notebook", nargs="?", const="", metavar="PATH",
               help="with whatif: the stored cells of the notebook PATH (alone: of this notebook), not this session's")
     @argument("--since", metavar="SPAN", help="with whatif: the stored cells of the last SPAN (30m, 12h, 7d, 2w)")
+    @argument("--hours", metavar="H", help="with forecast: the job's length in hours, above 0 up to 48 (default 1)")
     @line_cell_magic
     def carbon(self, line: str, cell: str | None = None):
         """Energy of this notebook's cells.
@@ -98,6 +101,8 @@ class CarbonMagics(Magics):
         %carbon help              every form of %carbon and %%carbon, one line each
         %carbon whatif [--regions FR,us-central1] [--notebook [PATH]] [--since 7d]
                                   this session's (or the stored cells') CO2e on other grids
+        %carbon forecast [--hours 4]   the lowest-carbon start in the next 48 h for a 4-hour job,
+                                  from the live provider's forecast (live_intensity)
         %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region);
                                   the cell's record keeps the session's grid
 
@@ -135,6 +140,8 @@ class CarbonMagics(Magics):
             self._history(recorder)
         elif args.action == "whatif":
             self._whatif(recorder, args)
+        elif args.action == "forecast":
+            self._forecast(args.hours)
         elif args.action == "sources":
             recorder.meter.wait_ready()
             display(fmt.Text(str(recorder.meter.detection)))
@@ -293,6 +300,21 @@ class CarbonMagics(Magics):
             display(whatif(regions=args.regions, notebook=notebook, since=args.since))
         except GreenJupyterError as error:
             raise UsageError(str(error)) from None
+
+    def _forecast(self, hours) -> None:
+        """Show the cleanest start; when there is none (offline, failed, still fetching) say why, and the cell goes on."""
+        from ..carbon import forecast
+
+        try:
+            hours = forecast.parse_hours("1" if hours is None else hours)
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
+        try:
+            best = forecast.best_start(hours, runtime.get_settings(), runtime.current_grid())
+        except forecast.NoForecast as why:
+            display(fmt.Text(f"greenjupyter forecast: {why}"))
+            return
+        display(fmt.Text(best.text()))
 
     def _check_region(self, region: str) -> None:
         try:
