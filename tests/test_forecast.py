@@ -48,9 +48,12 @@ def redirect_to(url: str):
     return answer
 
 
+def uk_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%MZ").replace(tzinfo=timezone.utc)
+
+
 def uk_from(path: str) -> datetime:
-    # /intensity/2024-05-01T10:00Z/fw48h
-    return datetime.strptime(path.split("/")[2], "%Y-%m-%dT%H:%MZ").replace(tzinfo=timezone.utc)
+    return uk_time(path.split("/")[2])  # /intensity/2024-05-01T10:00Z/fw48h
 
 
 def uk_answer(values=VALUES, entry=None, hold=None, skip=()):
@@ -212,7 +215,7 @@ def test_a_window_ends_within_48_hours_however_long_the_forecast(server):
 
 
 def test_a_forecast_of_the_past_or_of_a_later_day_gives_no_advice(server):
-    server.raw = em_answer([100] * 24, start=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    server.raw = em_answer([100] * 24, start=datetime.now(timezone.utc).replace(minute=0) - timedelta(days=3))
     old = fetched(forecast.ElectricityMapsForecast("FR", server.base))
     with pytest.raises(forecast.NoForecast, match="ends before now"):
         forecast.cleaner_start(old, 1, datetime.now(timezone.utc))
@@ -258,8 +261,13 @@ LIES = {
                "data[5].to missing or not a time"),
     "not a time": (uk_changed(lambda e: {**e, "from": "soon"}), "bad-response", "data[5].from = 'soon' is not an ISO 8601 time"),
     "no zone": (uk_changed(lambda e: {**e, "from": e["from"][:-1]}), "bad-response", "has no time zone"),
+    "year 1": (uk_changed(lambda e: {**e, "from": "0001-01-01T00:00+05:00"}), "bad-response",
+               "data[5].from = '0001-01-01T00:00+05:00' is not an ISO 8601 time"),
+    "year 9999": (uk_changed(lambda e: {**e, "to": "9999-12-31T23:30Z"}), "bad-response",
+                  "data[5].to = '9999-12-31T23:30Z' is more than a year from now"),
     "backwards": (uk_changed(lambda e: {**e, "to": e["from"]}), "bad-response", "ends before it starts"),
-    "overlap": (uk_changed(lambda e: {**e, "to": "2999-01-01T00:00Z"}), "bad-response", "forecast slots overlap"),
+    "overlap": (uk_changed(lambda e: {**e, "to": iso(uk_time(e["from"]) + 2 * HALF_HOUR)}), "bad-response",
+                "forecast slots overlap"),
     "not an object": (uk_changed(lambda e: "slot"), "bad-response", "data holds something that is not an object"),
     "data not a list": (lambda h: send(h, {"data": {"from": "x"}}), "bad-response", "no data list in the answer"),
     "empty": (lambda h: send(h, {"data": []}), "bad-response", "no data list in the answer"),

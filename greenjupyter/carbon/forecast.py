@@ -26,6 +26,7 @@ from . import live
 MAX_HOURS = 48.0  # the longest job, and how far ahead a window may end
 MAX_SLOTS = 1000  # 48 h in 5-minute slots is 576: more is not a forecast we need to read
 MAX_LEAD = timedelta(hours=1)  # a forecast may begin at most this long after now (the next hour's slot)
+MAX_DISTANCE = timedelta(days=366)  # how far from now a forecast's time may be
 TTL_S = 1800.0  # providers publish new forecasts every 30 to 60 minutes
 HOURS_ACCEPTED = f"a number of hours above 0, up to {MAX_HOURS:g} (e.g. --hours 4 or --hours 0.5)"
 TURN_ON = ("turn on a live provider: %carbon config live_intensity=ukci (Great Britain, no key), or "
@@ -66,7 +67,7 @@ class CleanerStart:
     forecast: Forecast
 
     def text(self) -> str:
-        """Return the advice in local time, e.g. 'start Tue 03 Dec 02:30 CET: mean 85 g/kWh, saving 59.5% ...'."""
+        """Return the advice, times in this machine's time zone."""
         f = self.forecast
         lines = [f"greenjupyter forecast: the cleanest start for a {self.hours:g} h job on {f.zone}, from "
                  f"{f.provider} ({f.basis}, fetched {f.fetched_at:%H:%M} UTC)"]
@@ -114,11 +115,14 @@ def _time(value, field: str) -> datetime:
         text = text[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            raise _bad(f"{field} = {short_repr(value)} has no time zone")
+        moment = moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # not a time, or one at the calendar's edge
         raise _bad(f"{field} = {short_repr(value)} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise _bad(f"{field} = {short_repr(value)} has no time zone")
-    return moment.astimezone(timezone.utc)
+    if abs(moment - live._now()) > MAX_DISTANCE:  # a lie, and arithmetic on it could leave the calendar
+        raise _bad(f"{field} = {short_repr(value)} is more than a year from now")
+    return moment
 
 
 def _entries(payload, key: str) -> list:

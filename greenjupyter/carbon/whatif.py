@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from ..errors import ConfigError, GreenJupyterError
@@ -69,34 +69,27 @@ class WhatIf(list):
         return f"greenjupyter what if: {energy(self.energy_j)} of IT energy ({self.scope}) on other grids"
 
     def _footer(self) -> list[str]:
-        others = sorted({row.source for row in self[1:]})
-        lines = [f"your grid: {self[0].source}; PUE {self[0].pue:g}: {self[0].pue_origin}" if self else "",
-                 f"other rows: embedded annual averages ({'; '.join(others)})" if others else "",
+        yours, others = self[0], sorted({row.source for row in self[1:]})
+        lines = [f"your grid: {yours.source}; PUE {yours.pue:g}: {yours.pue_origin}",
+                 f"other rows: embedded annual averages ({'; '.join(others)})",
                  "PUE: a cloud region's provider figure; other grids the pue setting, else 1.0"]
-        return [line for line in lines if line] + [printable(note) for note in self.notes]
+        return lines + [printable(note) for note in self.notes]
 
     def text(self) -> str:
-        cells = [("region", "name", "g/kWh", "PUE", "CO2e", "change", "why")]
-        cells += [(row.region, row.name, f"{row.g_per_kwh:.4g}", f"{row.pue:g}", co2e(row.co2e_g),
-                   _change(row.change_pct), row.why) for row in self]
-        widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+        cells = [COLUMNS, *(_cells(row) for row in self)]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
         right = (False, False, True, True, True, True, False)
         lines = ["  " + "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(line, widths, right)).rstrip()
                  for line in cells]
         return "\n".join([self._head(), *lines, *(f"  {line}" for line in self._footer())])
 
     def html(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in ("region", "name", "g/kWh", "PUE", "CO2e", "change", "why"))
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                row.region, row.name, f"{row.g_per_kwh:.4g}", f"{row.pue:g}", co2e(row.co2e_g),
-                _change(row.change_pct), row.why)) + "</tr>"
-            for row in self
-        )
-        notes = "".join(f"<br>{html.escape(line)}" for line in self._footer())
+        head = "".join(f"<th>{h}</th>" for h in COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(row)) + "</tr>" for row in self)
+        notes = "<br>".join(html.escape(line) for line in self._footer())
         return (f'<div class="greenjupyter-whatif"><b>{html.escape(self._head())}</b>'
                 f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-                f'<span style="opacity:0.7;font-size:90%">{notes[4:]}</span></div>')
+                f'<span style="opacity:0.7;font-size:90%">{notes}</span></div>')
 
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(self.text())
@@ -106,6 +99,14 @@ class WhatIf(list):
 
     def __str__(self) -> str:
         return self.text()
+
+
+COLUMNS = ("region", "name", "g/kWh", "PUE", "CO2e", "change", "why")
+
+
+def _cells(row: WhatIfRow) -> tuple[str, ...]:
+    return (row.region, row.name, f"{row.g_per_kwh:.4g}", f"{row.pue:g}", co2e(row.co2e_g), _change(row.change_pct),
+            row.why)
 
 
 def _change(pct: float | None) -> str:
@@ -118,10 +119,8 @@ def compare(energy_j: float, grid, settings, named=(), scope: str = "the energy 
     """Return the energy's CO2e on ``grid`` (a context.Grid, the one in force) and on the other grids."""
     energy_j = _checked_energy(energy_j)
     yours = WhatIfRow(grid.region, grid.name, f"your grid (region: {grid.region_origin})", grid.g_per_kwh, grid.pue,
-                      grid.pue_origin, energy_j, operational_g(energy_j, grid.pue, grid.g_per_kwh), 0.0,
-                      grid.intensity_source)
-    if grid.g_per_kwh * grid.pue == 0:
-        yours = replace(yours, change_pct=None)
+                      grid.pue_origin, energy_j, operational_g(energy_j, grid.pue, grid.g_per_kwh),
+                      0.0 if grid.g_per_kwh * grid.pue > 0 else None, grid.intensity_source)
     notes, chosen = [], {}  # region -> (GridIntensity, reasons)
     for found, why in [*_cloud_choices(grid.region), *_well_known()]:
         chosen.setdefault(found.region, (found, []))[1].append(why)
