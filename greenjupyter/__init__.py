@@ -45,9 +45,14 @@ def load_ipython_extension(ipython) -> None:
     from .ipython import load
 
     load(ipython)
+    from . import live_status  # this kernel's power, for the Jupyter server's /metrics
+
+    live_status.start()
 
 
 def unload_ipython_extension(ipython) -> None:
+    from . import live_status
     from .ipython import unload
 
+    live_status.stop()
     unload(ipython)
