@@ -56,3 +56,8 @@ def unload_ipython_extension(ipython) -> None:
 
     live_status.stop()
     unload(ipython)
+
+
+def _jupyter_server_extension_points() -> list:
+    """The jupyter_server extension (greenjupyter.server): energy and CO2e on the server's /metrics."""
+    return [{"module": "greenjupyter.server"}]
