@@ -78,6 +78,10 @@ def cmd_measure(args) -> int:
             _check_writable(target, option)
     kernel = args.kernel or (nb.metadata.get("kernelspec") or {}).get("name") or "python3"
     _check_kernel(kernel, "--kernel" if args.kernel else "the notebook's kernelspec")
+    if args.pushgateway:
+        from .server.pushgateway import checked_url
+
+        args.pushgateway = checked_url(args.pushgateway)
 
     with _run_database(args.db, settings) as db_path, tempfile.TemporaryFile() as kernel_log:
         env = {**os.environ, "GREENJUPYTER_DB_PATH": db_path, "JPY_SESSION_NAME": path}
@@ -100,6 +104,10 @@ def cmd_measure(args) -> int:
             run.clear_cells_not_run()
             _write_notebook(nb, args.output)
             print(f"greenjupyter: executed notebook written to {args.output}", file=sys.stderr)
+        if args.pushgateway:  # a failed push is said and leaves the exit code as it is
+            from .server.pushgateway import push_run
+
+            push_run(args.pushgateway, records, code)
     if problem:
         _error(problem)
     return code
@@ -1003,6 +1011,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", metavar="NAME", help="kernel to run it in (default: the notebook's, else python3)")
     p.add_argument("--timeout", metavar="S", type=_seconds, help="stop a cell that runs longer than S seconds")
     p.add_argument("--allow-errors", action="store_true", help="run on past cells that raise, and exit 0")
+    p.add_argument("--pushgateway", metavar="URL",
+                   help="push the run's totals to this Prometheus Pushgateway (job=greenjupyter), e.g. "
+                        "http://pushgateway:9091; a failed push is said and leaves the exit code as it is")
     p.set_defaults(handler=cmd_measure)
 
     def selection(p, session: bool = True):
