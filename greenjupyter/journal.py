@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from .measurement import CellRecord
 from .meter import ComponentInfo, Reading, window_measurement
 from .notices import notice
+from .sources import rapl
 from .store import StoredCell, remove_file
 
 try:
@@ -34,12 +35,16 @@ except ImportError:  # Windows: no journal; cells reach the database on the samp
     fcntl = None
 SUPPORTED = fcntl is not None
 
-HEADER_MAGIC, ENTRY_MAGIC = b"GJh1", b"GJc1"
+HEADER_MAGIC, ENTRY_MAGIC, EDGES_MAGIC = b"GJh1", b"GJc1", b"GJc2"
 FRAME = struct.Struct("<4sI")  # magic, payload length; the payload is followed by its CRC-32
 CRC = struct.Struct("<I")
-# seq, execution count (-1: none), success, components, failed mask, shared mask,
-# then for each edge: perf_counter time, wall time, reads' spread.
+# An entry of readings (GJc1): seq, execution count (-1: none), success, components, failed mask,
+# shared mask, then for each edge: perf_counter time, wall time, reads' spread; then the values.
 FIXED = struct.Struct("<QqBHQQdddddd")
+# An entry of edges as captured (GJc2; the cell path's): seq, execution count, success, failed mask,
+# shared mask, each edge's perf_counter times before and after its reads, the wall clock's offset
+# from perf_counter; then each source's two packed captures, in the header's order of sources.
+EDGES = struct.Struct("<QqBQQddddd")
 SUFFIX = ".cells"
 MAX_TEXT_BYTES = 1024  # cell id, preview and error name are short; a longer one is cut
 
@@ -84,6 +89,27 @@ def entry_bytes(seq: int, execution_count, success: bool, start: Reading, stop: 
     return FRAME.pack(ENTRY_MAGIC, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
 
 
+def edges_entry(seq: int, execution_count, success: bool, start: tuple, stop: tuple, failed, shared,
+                cell_id, source: str, error, wall_offset: float) -> bytes:
+    """Return one framed entry of two edges from ``Meter.edge()`` as captured (the cell path's only
+    durable write, kept lean: no joules are worked out here). ``source`` is the cell's code; its first
+    line is found when the entry is read. The edges' layout must be the one the header describes."""
+    parts = [EDGES.pack(seq, -1 if execution_count is None else execution_count, success,
+                        _mask(failed) if failed else 0, _mask(shared) if shared else 0,
+                        start[0], start[1], stop[0], stop[1], wall_offset)]
+    for src, first, last in zip(start[2].sources, start[3], stop[3]):
+        parts.append(src.pack(first))
+        parts.append(src.pack(last))
+    parts.append(_texts(cell_id, source[:MAX_TEXT_BYTES], error))
+    payload = b"".join(parts)
+    return FRAME.pack(EDGES_MAGIC, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
+
+
+def header_sources(layout) -> dict:
+    """Return what the header says of a layout's sources, for reading its edges entries back."""
+    return {"sources": [source.journal_kind() for source in layout.sources], "polled": layout.polled}
+
+
 @functools.lru_cache(maxsize=8)
 def _numbers_struct(count: int) -> struct.Struct:
     return struct.Struct(f"{FIXED.format}B{count}d")
@@ -97,7 +123,7 @@ def read(path: str) -> tuple[dict | None, list[Entry]]:
     while offset + FRAME.size <= len(data):
         magic, length = FRAME.unpack_from(data, offset)
         end = offset + FRAME.size + length + CRC.size
-        if magic not in (HEADER_MAGIC, ENTRY_MAGIC) or end > len(data):
+        if magic not in (HEADER_MAGIC, ENTRY_MAGIC, EDGES_MAGIC) or end > len(data):
             break
         payload = data[offset + FRAME.size : end - CRC.size]
         if CRC.unpack_from(data, end - CRC.size)[0] != zlib.crc32(payload):
@@ -105,9 +131,11 @@ def read(path: str) -> tuple[dict | None, list[Entry]]:
         try:
             if magic == HEADER_MAGIC:
                 header = json.loads(payload)
-            elif header is not None:
+            elif header is not None and magic == ENTRY_MAGIC:
                 entries.append(_entry(payload, tuple(header["components"])))
-        except (ValueError, KeyError, struct.error, UnicodeDecodeError):
+            elif header is not None:
+                entries.append(_edges_entry(payload, header))
+        except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
             break
         offset = end
     return header, entries
@@ -193,13 +221,27 @@ def _texts(*texts) -> bytes:
     return b"".join(out)
 
 
-def _entry(payload: bytes, components: tuple[str, ...]) -> Entry:
-    seq, count, success, n, failed, shared, t0, wall0, spread0, t1, wall1, spread1 = FIXED.unpack_from(payload)
-    offset = FIXED.size
-    polled = payload[offset]
-    k = n * (4 if polled else 2)
-    numbers = list(struct.unpack_from(f"<{k}d", payload, offset + 1))
-    offset += 1 + 8 * k
+def _edges_entry(payload: bytes, header: dict) -> Entry:
+    seq, count, success, failed, shared, t0, t1, u0, u1, wall_offset = EDGES.unpack_from(payload)
+    offset, first, last = EDGES.size, [], []
+    for kind in header["sources"]:
+        for values in (first, last):
+            if kind["kind"] == "rapl":
+                capture, offset = rapl.unpack(payload, offset, kind["n"])
+                values += rapl.counter_values(capture, t1 if values is first else u1, kind["ranges"], kind["rates"])
+            else:
+                numbers = struct.unpack_from(f"<{kind['n']}d", payload, offset)
+                offset += 8 * kind["n"]
+                values += numbers
+    cell_id, source, error = _read_texts(payload, offset)
+    components = tuple(header["components"])[: len(first)]
+    start = Reading((t0 + t1) / 2, (t0 + t1) / 2 + wall_offset, first, 0, components, t1 - t0)
+    stop = Reading((u0 + u1) / 2, (u0 + u1) / 2 + wall_offset, last, 0, components, u1 - u0)
+    return Entry(seq, None if count < 0 else count, bool(success), start, stop, _unmask(failed), _unmask(shared),
+                 cell_id, first_line(source or ""), error)
+
+
+def _read_texts(payload: bytes, offset: int) -> list:
     texts = []
     for _ in range(3):
         (length,) = struct.unpack_from("<H", payload, offset)
@@ -209,6 +251,31 @@ def _entry(payload: bytes, components: tuple[str, ...]) -> Entry:
             continue
         texts.append(payload[offset : offset + length].decode("utf-8", "replace"))
         offset += length
+    return texts
+
+
+def first_line(source: str, limit: int = 80) -> str:
+    """Return the first non-blank line, shortened; scans only as far as that line (cells can be huge)."""
+    start = 0
+    while source and start < len(source):
+        end = source.find("\n", start)
+        if end < 0:
+            end = len(source)
+        line = source[start:end].rstrip()
+        if line.strip():
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+        start = end + 1
+    return ""
+
+
+def _entry(payload: bytes, components: tuple[str, ...]) -> Entry:
+    seq, count, success, n, failed, shared, t0, wall0, spread0, t1, wall1, spread1 = FIXED.unpack_from(payload)
+    offset = FIXED.size
+    polled = payload[offset]
+    k = n * (4 if polled else 2)
+    numbers = list(struct.unpack_from(f"<{k}d", payload, offset + 1))
+    offset += 1 + 8 * k
+    texts = _read_texts(payload, offset)
     variation = (numbers[2 * n : 3 * n], numbers[3 * n : 4 * n]) if polled else (None, None)
     start = Reading(t0, wall0, numbers[:n], 0, components[:n], spread0, variation[0])
     stop = Reading(t1, wall1, numbers[n : 2 * n], 0, components[:n], spread1, variation[1])
@@ -298,11 +365,15 @@ class JournalWriter:
                     pass
         self.retired, self._fd, self._next = [], None, None
 
-    def _new_file(self) -> tuple[int, str]:
+    def header(self) -> bytes:
+        """Return the files' header, worked out the first time."""
         if self._header_bytes is None:
             self._header_bytes = header_bytes(self._header())
+        return self._header_bytes
+
+    def _new_file(self) -> tuple[int, str]:
         self._number += 1
-        return open_file(self.directory, self.session, self._number, self._header_bytes)
+        return open_file(self.directory, self.session, self._number, self.header())
 
     def _fail(self, error: Exception) -> None:
         self.failed = str(error)

@@ -70,6 +70,7 @@ class Meter:
         self._ready = threading.Event()
         self._ready.set()
         self._info = None  # (layout, ComponentInfo) for the layout in force
+        self.wall_offset = time.time() - time.perf_counter()  # wall clock = perf_counter + this
         self.detection = None  # what found the sources, and why others are missing (set by its owner)
         self.sampler = Sampler(self.read, sample_interval_s, history_s, caps=self._model_caps)
         self.add_sources(sources)
@@ -77,6 +78,10 @@ class Meter:
     @property
     def sources(self) -> list[Source]:
         return list(self._layout.sources)
+
+    @property
+    def layout(self) -> "_Layout":
+        return self._layout
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -137,28 +142,44 @@ class Meter:
         for source in layout.sources:
             values += source.read(False)
         after = time.perf_counter()
+        self.wall_offset = time.time() - after  # follows the wall clock's steps, for edges' wall times
         self._log_failures(values)
         self._log_sharing(layout)
         return (before + after) / 2, values, layout.components
 
     def snapshot(self) -> Reading:
         """Return every counter now, as a window's edge (the start or the stop); any thread, no lock."""
-        layout, events, shared = self._layout, len(self._events), self._shared_now
-        wall = time.time()
+        return self.reading(self.edge())
+
+    def edge(self) -> tuple:
+        """Capture every counter now, as cheaply as it can be done: a cell's edge (any thread, no lock).
+
+        Returns (perf_counter before the reads, after them, the layout, each source's capture,
+        events logged so far, components shared now). ``reading`` turns it into a Reading later,
+        on any thread; the journal keeps it as it is.
+        """
+        layout = self._layout
         before = time.perf_counter()
-        values = []
-        variation = None
+        if layout.polled:
+            captured = [source.read_polled(True) for source in layout.sources]
+        else:
+            captured = [source.capture() for source in layout.sources]
+        return before, time.perf_counter(), layout, captured, len(self._events), self._shared_now
+
+    def reading(self, edge: tuple) -> Reading:
+        """Return the Reading of an edge from ``edge()``."""
+        before, after, layout, captured, events, shared = edge
+        values, variation = [], None
         if layout.polled:
             variation = []
-            for source in layout.sources:
-                joules, varied = source.read_polled(True)
+            for joules, varied in captured:
                 values += joules
                 variation += varied
         else:
-            for source in layout.sources:
-                values += source.read(True)
-        after = time.perf_counter()
-        return Reading((before + after) / 2, wall, values, events, layout.components, after - before, variation, shared)
+            for source, capture in zip(layout.sources, captured):
+                values += source.values_at(capture, after)
+        t = (before + after) / 2
+        return Reading(t, t + self.wall_offset, values, events, layout.components, after - before, variation, shared)
 
     def _log_failures(self, values: list[float]) -> None:
         if not self._failing and not any(v != v for v in values):
@@ -205,11 +226,15 @@ class Meter:
 
     def window_flags(self, start: Reading, stop: Reading) -> tuple[set[int], set[int]]:
         """Return (components that failed, components shared with other processes) within a window, by index."""
-        if stop.events == start.events and not start.shared and not stop.shared:
+        return self.flags_between(start.events, stop.events, start.shared, stop.shared)
+
+    def flags_between(self, first: int, last: int, shared_first, shared_last) -> tuple[set[int], set[int]]:
+        """``window_flags`` from the events logged and the components shared at the two edges (edges or Readings)."""
+        if first == last and not shared_first and not shared_last:
             return EMPTY, EMPTY  # the usual case, on a cell's path: nothing to look at
-        failed, shared = set(), set(start.shared) | set(stop.shared)
-        if stop.events != start.events:
-            for kind, i in self._events[start.events : stop.events]:
+        failed, shared = set(), set(shared_first) | set(shared_last)
+        if last != first:
+            for kind, i in self._events[first:last]:
                 (failed if kind == "failed" else shared).add(i)
         return failed, shared
 

@@ -254,7 +254,7 @@ def test_measured_cells_with_hardware(powercap, gpus):
 @pytest.mark.parametrize(
     "part, message",
     [
-        ("snapshot", "could not finish measuring a cell (RuntimeError('disk on fire'))"),
+        ("edge", "could not finish measuring a cell (RuntimeError('disk on fire'))"),
         ("measurement", "could not record a cell (RuntimeError('disk on fire'))"),
     ],
 )
@@ -264,7 +264,7 @@ def test_a_failure_inside_the_extension_never_breaks_the_cell(shell, monkeypatch
 
     def broken(*args):
         calls.append(args)
-        if part == "snapshot" and len(calls) % 2:
+        if part == "edge" and len(calls) % 2:
             return real(*args)  # the cell's start reads fine, its end fails
         raise RuntimeError("disk on fire")
 

@@ -210,3 +210,93 @@ def test_a_forked_child_outliving_its_killed_kernel_does_not_hold_the_journal(tm
         store.close()
     finally:
         os.kill(orphan, 9)
+
+
+def test_a_cell_on_rapl_counters_is_journaled_as_captured_and_read_back_as_the_meter_would(tmp_path):
+    """The cell path writes its two edges as read (counter texts, and the state they are read against);
+    reading the journal gives the same figures the meter gives, wraps and vanished zones included."""
+    from greenjupyter.meter import Meter, window_measurement
+    from greenjupyter.sources.rapl import open_rapl
+    from tests.fakes.powercap import SERVER, FakePowercap
+
+    powercap = FakePowercap(tmp_path / "powercap", SERVER)  # counters set by hand
+    zone = powercap.zone("intel-rapl:0")
+    powercap.write("intel-rapl:0", zone.max_range_uj - 500)  # wraps within the window
+    meter = Meter([open_rapl(str(powercap.root))], sample_interval_s=60)
+    layout, source = meter.layout, meter.sources[0]
+    start = meter.edge()
+    powercap.write("intel-rapl:0", 1500)  # 2000 µJ after the wrap
+    powercap.write("intel-rapl:0:0", 7_000_000)  # 7 J
+    vanished = os.open(powercap.root / "intel-rapl:1", os.O_RDONLY)  # package-1's device is gone: reads fail...
+    source._fds[2], kept = vanished, source._fds[2]
+    stop = meter.edge()
+    source._fds[2] = kept
+    os.close(vanished)
+    header = {**HEADER, "components": list(layout.components), "period_s": list(layout.period_s),
+              "power_error_w": list(layout.power_error_w), "estimated": list(layout.estimated),
+              "caps_w": [math.inf] * 4, **journal.header_sources(layout)}
+    data = journal.edges_entry(7, 3, True, start, stop, set(), set(), "cell-7", "\n\n  x = 1  \ny = 2", None,
+                               meter.wall_offset)
+    assert data[:4] == journal.EDGES_MAGIC
+    write_journal(tmp_path / "j.cells", [data], header)
+    _, (back,) = journal.read(str(tmp_path / "j.cells"))
+    assert (back.seq, back.execution_count, back.cell_id, back.preview) == (7, 3, "cell-7", "  x = 1")
+    info = meter.component_info()
+    expected = window_measurement(meter.reading(start), meter.reading(stop), info)
+    got = journal.measurement_of(back, header)
+    assert got.components == pytest.approx(expected.components, rel=1e-12)
+    assert got.components["cpu:package-0"] == pytest.approx(2000e-6, rel=1e-9)
+    assert got.components["dram:0"] == pytest.approx(7.0, rel=1e-9)
+    assert got.failed_components == expected.failed_components == ("cpu:package-1",)  # ...in neither reading
+    assert got.duration_s == pytest.approx(expected.duration_s, rel=1e-12)
+    assert abs(got.started_at.timestamp() - expected.started_at.timestamp()) < 1e-3
+    meter.close()
+
+
+def test_a_torn_edges_entry_keeps_the_entries_before_it(tmp_path):
+    from greenjupyter.meter import Meter
+    from greenjupyter.sources.rapl import open_rapl
+    from tests.fakes.powercap import SERVER, FakePowercap
+
+    powercap = FakePowercap(tmp_path / "powercap", SERVER)
+
+    meter = Meter([open_rapl(str(powercap.root))], sample_interval_s=60)
+    header = {**HEADER, "components": list(meter.components), **journal.header_sources(meter.layout)}
+    entries = [journal.edges_entry(n, n, True, meter.edge(), meter.edge(), (), (), None, f"x = {n}", None, 0.0)
+               for n in range(3)]
+    write_journal(tmp_path / "j.cells", entries, header)
+    with open(tmp_path / "j.cells", "r+b") as f:
+        f.truncate(os.path.getsize(tmp_path / "j.cells") - 5)
+    assert [e.preview for e in journal.read(str(tmp_path / "j.cells"))[1]] == ["x = 0", "x = 1"]
+    meter.close()
+
+
+def test_a_kernel_on_rapl_killed_after_its_fifth_cell_is_recovered_with_the_counters_figures(tmp_path, monkeypatch):
+    """SIGKILL right after the fifth reply, with a sampler that never ticks: the rows come from the
+    edges the cells journaled, and match the counters' truth within each cell's stated uncertainty."""
+    from tests.fakes.powercap import SERVER, FakePowercap
+    from tests.kernels import kernel_environment, run_then_kill
+
+    env = kernel_environment(tmp_path)
+    env["GREENJUPYTER_SAMPLE_INTERVAL_S"] = "60"
+    with FakePowercap(tmp_path / "powercap", SERVER) as fake:
+        env["GREENJUPYTER_POWERCAP_ROOT"] = str(fake.root)
+        run_then_kill(tmp_path, env, ["import time"] + [f"time.sleep(0.2); x = {n}" for n in range(4)])
+    pending = tmp_path / "history.sqlite.pending"
+    data = b"".join(p.read_bytes() for p in pending.iterdir())
+    assert data.count(journal.EDGES_MAGIC) == 5 and journal.ENTRY_MAGIC not in data
+    monkeypatch.setenv("GREENJUPYTER_DB_PATH", env["GREENJUPYTER_DB_PATH"])
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter")
+    try:
+        cells = greenjupyter.history()
+    finally:
+        shell.run_cell("%unload_ext greenjupyter")
+    assert [c.record.source_preview for c in cells] == ["import time"] + [f"time.sleep(0.2); x = {n}" for n in range(4)]
+    watts = fake.total_watts()
+    for cell in cells[1:]:
+        m = cell.record.measurement
+        assert sorted(m.components) == ["cpu:package-0", "cpu:package-1", "dram:0", "dram:1"] and not m.estimated
+        assert m.duration_s >= 0.2
+        # The fake's counters step once a millisecond, as RAPL's do: each edge is within one step.
+        assert abs(m.energy_j - watts * m.duration_s) <= m.uncertainty_j + watts * 0.002

@@ -59,16 +59,17 @@ class CellRecorder:
         self.monitor = None  # the %carbon monitor widget, once shown
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
-        # [start reading, info, (Measurement, start, stop) of a %%carbon cell or None, what attach() gave or None]
+        # [start edge, info, (Measurement, start, stop) of a %%carbon cell or None, what attach() gave or None]
         self._open: list = []
-        # (journal number, start, stop, info, first line or None, execution count, error name, Measurement or None,
-        #  attached or None)
+        # (journal number, start, stop (edges, or a %%carbon cell's Readings), info, execution count, error name,
+        #  Measurement or None, attached or None)
         self._closed: deque = deque()
         self._seq = 0  # the next cell's number in this session's journal
         self._tags: list = []  # (first journal number, tag or None): tag() changes, oldest first
         self._lock = threading.Lock()
         self._upkeep = threading.Lock()  # the sampler's journal upkeep against closing it; never on a cell's path
         self._journal_closed = False
+        self._journal_layout = None  # the meter's layout the journal's header describes, once written
         self.journal = None
         if store is not None:
             store.before_read = self.flush  # rows are written on the sampler's tick: write them before a read
@@ -96,9 +97,19 @@ class CellRecorder:
         if self.pid != os.getpid():
             return
         try:
-            self._open.append([self.meter.begin(), info, None, None])
+            meter = self.meter
+            meter.wait_ready()  # the first cell waits for GPU detection
+            self._open.append([meter.edge(), info, None, None])
         except Exception as error:
             notice("pre_run_cell", f"could not start measuring a cell ({error!r}); cells are not affected")
+
+    def running_start(self) -> Reading | None:
+        """Return the start of the outermost running cell as a Reading; None between cells."""
+        running = self._open[:1]
+        if not running:
+            return None
+        start = running[0][0]
+        return self.meter.reading(start) if type(start) is tuple else start
 
     def use_for_this_cell(self, measurement: Measurement, start: Reading, stop: Reading) -> bool:
         """Record the running ``%%carbon`` cell with ``measurement`` (with its CO2e; the window from
@@ -152,24 +163,32 @@ class CellRecorder:
                 # (%pdb on without stdin); the shell has already counted the cell.
                 count = self.shell.execution_count - 1
             measurement = None
-            if handed is not None:
+            if handed is not None:  # two Readings
                 measurement, start, stop = handed
-            else:
-                stop = self.meter.snapshot()
+            else:  # two edges, as captured: turned into joules on the sampler's thread
+                stop = self.meter.edge()
             seq, self._seq = self._seq, self._seq + 1
-            # The first line is worked out here only for the journal, else on the sampler's thread.
-            preview = _first_line(info.raw_cell) if self.journal is not None else None
-            self._closed.append((seq, start, stop, info, preview, count, error_name, measurement, attached))
+            self._closed.append((seq, start, stop, info, count, error_name, measurement, attached))
             if self.journal is not None:  # queued first: a journal file is deleted only once its cells are in
-                failed, shared = self.meter.window_flags(start, stop)
-                self.journal.append(journal.entry_bytes(
-                    seq, count, error is None, start, stop, failed, shared,
-                    getattr(info, "cell_id", None), preview, error_name,
-                ))
+                self.journal.append(self._journal_entry(seq, count, error is None, start, stop, info, error_name))
             if len(self._closed) > QUEUE_LIMIT or self.budget.limit is not None:
                 self.finish()  # a budget's notice belongs under the cell that passed it
         except Exception as error:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
+
+    def _journal_entry(self, seq, count, success, start, stop, info, error_name) -> bytes:
+        meter, cell_id = self.meter, getattr(info, "cell_id", None)
+        if self._journal_layout is None:
+            self.journal.header()  # written once, at the first file; it sets the layout its entries follow
+        if type(start) is tuple and start[2] is stop[2] is self._journal_layout:  # the cell path's usual case
+            failed, shared = meter.flags_between(start[4], stop[4], start[5], stop[5])
+            return journal.edges_entry(seq, count, success, start, stop, failed, shared, cell_id, info.raw_cell,
+                                       error_name, meter.wall_offset)
+        if type(start) is tuple:  # sources were added since the journal's header was written
+            start, stop = meter.reading(start), meter.reading(stop)
+        failed, shared = meter.window_flags(start, stop)
+        return journal.entry_bytes(seq, count, success, start, stop, failed, shared, cell_id,
+                                   journal.first_line(info.raw_cell), error_name)
 
     def finish(self) -> None:
         """Turn every queued reading into a CellRecord and its row (any thread; cheap when there is none).
@@ -196,7 +215,9 @@ class CellRecorder:
         if self.store is not None:
             self.store.retry()
 
-    def _add(self, seq, start, stop, info, preview, execution_count, error, measurement, attached, carbon) -> StoredCell:
+    def _add(self, seq, start, stop, info, execution_count, error, measurement, attached, carbon) -> StoredCell:
+        if type(start) is tuple:  # the hooks' edges (a %%carbon cell hands Readings)
+            start, stop = self.meter.reading(start), self.meter.reading(stop)
         if measurement is None:  # else a %%carbon cell: the magic's own Measurement, CO2e included
             measurement = carbon(self.meter.measurement(start, stop))
         record = CellRecord(
@@ -206,7 +227,7 @@ class CellRecorder:
             notebook=self.notebook,
             success=error is None,
             error=error,
-            source_preview=_first_line(info.raw_cell) if preview is None else preview,
+            source_preview=journal.first_line(info.raw_cell),
             tag=self._tag_of(seq) if self._tags else None,
             **(attached or {}),
         )
@@ -232,12 +253,17 @@ class CellRecorder:
         return self._hardware
 
     def _journal_header(self) -> dict:
+        layout = self.meter.layout
         info = self.meter.component_info()
-        return {
+        header = {
             "version": 1, "session": self.session, "kernel_id": self.kernel_id, "notebook": self.notebook,
             "hardware": self.hardware, "components": info.names, "period_s": info.period_s,
             "power_error_w": info.power_error_w, "estimated": info.estimated, "caps_w": info.caps_w,
         }
+        if not layout.polled and info.names == layout.components:  # else entries carry readings
+            header.update(journal.header_sources(layout))
+            self._journal_layout = layout
+        return header
 
     def _recover(self) -> None:
         """Add the cells of kernels killed before their rows were written (once, off the cell path)."""
@@ -315,20 +341,6 @@ def _kernel_id():
     except Exception:  # not in a kernel
         return None
     return name[len("kernel-"):-len(".json")] if name.startswith("kernel-") else name
-
-
-def _first_line(source, limit: int = 80) -> str:
-    """Return the first non-blank line, shortened; scans only as far as that line (cells can be huge)."""
-    start = 0
-    while source and start < len(source):
-        end = source.find("\n", start)
-        if end < 0:
-            end = len(source)
-        line = source[start:end].rstrip()
-        if line.strip():
-            return line if len(line) <= limit else line[: limit - 1] + "…"
-        start = end + 1
-    return ""
 
 
 def install(shell, meter: Meter, cells_kept: int, store=None) -> CellRecorder:

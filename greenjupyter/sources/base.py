@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -47,6 +48,23 @@ class Source:
         """Return (cumulative joules, cumulative power variation in joules) per component."""
         values = self.read(edge)
         return values, [0.0] * len(values)
+
+    def capture(self):
+        """Read a window's edge as cheaply as possible; ``values_at`` turns it into joules, later and on
+        any thread. ``pack``/``unpack`` keep it in the cell journal. By default it is the joules themselves."""
+        return self.read(True)
+
+    def values_at(self, capture, t: float) -> list[float]:
+        """Return the joules per component of ``capture``, taken at perf_counter time ``t``."""
+        return capture
+
+    def pack(self, capture) -> bytes:
+        """Return ``capture`` as bytes for the journal (see ``journal_kind``)."""
+        return struct.pack(f"<{len(capture)}d", *capture)
+
+    def journal_kind(self) -> dict:
+        """Return what the journal's reader needs to turn this source's packed captures back into joules."""
+        return {"kind": "values", "n": len(self.components)}
 
     def describe(self) -> list[str]:
         """Return one line per component saying what is read and how."""

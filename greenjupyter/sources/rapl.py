@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import struct
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ UPDATE_PERIOD_S = 0.001
 # Where a zone states no power limit: more than any package or DRAM zone draws (the largest
 # server CPUs are rated 500 W), far less than the jump a reset counter reads as a wrap.
 FALLBACK_MAX_POWER_W = 1500.0
+_pread = os.pread
 
 
 @dataclass(frozen=True)
@@ -123,15 +125,20 @@ class RaplSource(Source):
         self._ranges = [z.max_energy_range_uj for z in self.zones]
         self._max_uj_per_s = [w * 1e6 for w in self.max_power_w]
         self.resets = [0] * len(self.zones)
-        # (perf_counter time, raw counter values, microjoules counted before them): replaced
-        # whole by the sampler, so an edge on another thread always sees one consistent state.
-        self._state = (time.perf_counter(), raws, [0] * len(self.zones))
+        self._state_struct = struct.Struct(f"<d{len(raws)}q{len(raws)}q")
+        self._state = self._new_state(time.perf_counter(), raws, [0] * len(self.zones))
+
+    def _new_state(self, t: float, raws: list[int], totals: list[int]) -> tuple:
+        """(perf_counter time, raw counter values, microjoules counted before them, all three packed
+        for the journal): replaced whole by the sampler, so an edge on another thread always sees
+        one consistent state."""
+        return t, raws, totals, self._state_struct.pack(t, *raws, *totals)
 
     def read(self, edge: bool = False) -> list[float]:
         if edge:
-            return self._read_edge()
+            return self.values_at(self.capture(), time.perf_counter())
         t = time.perf_counter()
-        then, raws, totals = self._state
+        then, raws, totals, _ = self._state
         elapsed = t - then + STEP_SLACK_S
         ranges, max_rates = self._ranges, self._max_uj_per_s
         out = []
@@ -154,26 +161,27 @@ class RaplSource(Source):
             out.append((totals[i] + step) * 1e-6)
             new_raws[i], new_totals[i] = raw, totals[i] + step
         if not edge:
-            self._state = (t, new_raws, new_totals)
+            self._state = self._new_state(t, new_raws, new_totals)
         return out
 
-    def _read_edge(self) -> list[float]:
-        """The same reading without moving the state: a window's edge, on any thread (kept lean)."""
-        t = time.perf_counter()
-        then, raws, totals = self._state
-        elapsed = t - then + STEP_SLACK_S
-        out = []
-        append, pread = out.append, os.pread
-        for fd, last, total, span, rate in zip(self._fds, raws, totals, self._ranges, self._max_uj_per_s):
-            try:
-                step = int(pread(fd, 32, 0)) - last
-            except (OSError, ValueError):
-                append(NAN)
-                continue
-            if step < 0:
-                step += span
-            append(NAN if step > rate * elapsed else (total + step) * 1e-6)
-        return out
+    def capture(self) -> tuple:
+        """A window's edge, kept lean for the cell's path: the state in force and each counter's
+        text as read now (b"" where it could not be read); ``values_at`` works out the joules."""
+        state = self._state
+        try:
+            return state, [_pread(fd, 32, 0) for fd in self._fds]
+        except OSError:  # a zone that vanished: read the others
+            return state, [_read_or_empty(fd) for fd in self._fds]
+
+    def values_at(self, capture, t: float) -> list[float]:
+        return counter_values(capture, t, self._ranges, self._max_uj_per_s)
+
+    def pack(self, capture) -> bytes:
+        texts = b"\0".join(capture[1])
+        return capture[0][3] + len(texts).to_bytes(2, "little") + texts
+
+    def journal_kind(self) -> dict:
+        return {"kind": "rapl", "n": len(self.zones), "ranges": self._ranges, "rates": self._max_uj_per_s}
 
     def describe(self) -> list[str]:
         lines = []
@@ -186,6 +194,46 @@ class RaplSource(Source):
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+
+def counter_values(capture, t: float, ranges, rates) -> list[float]:
+    """Return joules per zone of an edge's capture (see RaplSource.capture), taken at perf_counter ``t``.
+
+    A counter below the state's raw value wrapped once; a step more than the zone can draw since
+    the state was taken is a reset, and reads NaN, as does a counter that could not be read.
+    """
+    (then, raws, totals, _), texts = capture
+    elapsed = t - then + STEP_SLACK_S
+    out = []
+    for text, last, total, span, rate in zip(texts, raws, totals, ranges, rates):
+        try:
+            step = int(text) - last
+        except ValueError:
+            out.append(NAN)
+            continue
+        if step < 0:
+            step += span
+        out.append(NAN if step > rate * elapsed else (total + step) * 1e-6)
+    return out
+
+
+def unpack(data: bytes, offset: int, n: int) -> tuple[tuple, int]:
+    """Return (the capture RaplSource.pack wrote at ``offset`` for ``n`` zones, the offset after it)."""
+    state = struct.Struct(f"<d{n}q{n}q")
+    numbers = state.unpack_from(data, offset)
+    offset += state.size
+    length = int.from_bytes(data[offset : offset + 2], "little")
+    texts = data[offset + 2 : offset + 2 + length].split(b"\0")
+    if len(texts) != n:
+        raise ValueError(f"{len(texts)} counters where {n} zones were expected")
+    return ((numbers[0], list(numbers[1 : n + 1]), list(numbers[n + 1 :]), None), texts), offset + 2 + length
+
+
+def _read_or_empty(fd: int) -> bytes:
+    try:
+        return _pread(fd, 32, 0)
+    except OSError:
+        return b""
 
 
 def open_rapl(root: str) -> RaplSource:
