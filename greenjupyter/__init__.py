@@ -19,6 +19,7 @@ __all__ = [
     "cells",
     "history",
     "measure",
+    "sci",
     "sources",
     "whatif",
 ]
@@ -39,6 +40,14 @@ def whatif(energy_j=None, regions=None, notebook=None, since=None):
     from .carbon.whatif import whatif
 
     return whatif(energy_j, regions, notebook, since)
+
+
+def sci(measurement, units):
+    """Return the SCI, gCO2e per functional unit, of ``measurement`` for ``units`` (1000, "1000 predictions");
+    see greenjupyter.carbon.sci."""
+    from .carbon.sci import sci
+
+    return sci(measurement, units)
 
 
 def load_ipython_extension(ipython) -> None:

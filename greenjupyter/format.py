@@ -100,8 +100,9 @@ def _energy_with_uncertainty(m: Measurement) -> str:
 SHARED = "whole device, shared with other processes"
 
 
-def measurement_text(m: Measurement) -> str:
-    """Return a two-line summary: totals, then energy by component."""
+def measurement_text(m: Measurement, sci=None) -> str:
+    """Return a two-line summary: totals, then energy by component; then CO2e, and the SCI line when
+    ``sci`` (greenjupyter.carbon.sci.SCI: carbon per functional unit) is given."""
     head = (
         f"{_energy_with_uncertainty(m)} in {duration(m.duration_s)} · avg {power(m.avg_power_w)}, "
         f"peak {power(m.peak_power_w)} · {kind(m)}"
@@ -114,6 +115,8 @@ def measurement_text(m: Measurement) -> str:
     lines = [head] + ([f"  {parts}"] if parts else [])
     if m.co2e_g is not None:
         lines.append(f"  {carbon_line(m.co2e_g, m.region, m.intensity_g_per_kwh, m.pue, _units_of(m.region))}")
+    if sci is not None:
+        lines.append(f"  {sci}")
     return "\n".join(lines)
 
 
@@ -135,9 +138,9 @@ def carbon_line(grams, region, intensity, pue, units: str = "metric") -> str:
     return f"{co2e(grams)} CO2e · {region} {intensity:.4g} g/kWh, PUE {pue:g}" + (f" · {same}" if same else "")
 
 
-def measurement_html(m: Measurement) -> str:
+def measurement_html(m: Measurement, sci=None) -> str:
     """Return a compact HTML block; every value is escaped."""
-    head, *rest = measurement_text(m).split("\n")
+    head, *rest = measurement_text(m, sci).split("\n")
     tag = "estimated" if m.estimated else "measured"
     return (
         f'<div class="greenjupyter-measurement" data-kind="{tag}" style="font-family:monospace;font-size:90%">'

@@ -200,16 +200,35 @@ class measure:
     ``measurement`` holds the last call to finish. Windows are kept per thread, so calls may
     recurse and run in several threads at once; ``result`` read on a thread is the last
     Measurement finished on that thread (or, on a thread that finished none, on any thread).
+
+    ``units``: the functional units each window serves (1000, "1000 predictions"); then ``sci``
+    is its carbon per unit (greenjupyter.carbon.sci.SCI) and the result shows it. A value that
+    is not a number above 0 raises ConfigError (a ValueError) at once.
     """
 
-    def __init__(self, meter: Meter | None = None):
+    def __init__(self, meter: Meter | None = None, *, units=None):
         self._meter = meter
         self._local = threading.local()  # per thread: a stack of open windows, and the last result
         self._last: Measurement | None = None  # the last one finished on any thread
+        self._units = units
+        if units is not None:
+            from .carbon.sci import parse_units
+
+            parse_units(units)  # refused here, before the work runs
 
     @property
     def result(self) -> Measurement | None:
         return getattr(self._local, "result", None) or self._last
+
+    @property
+    def sci(self):
+        """Return the SCI of ``result`` for the units given, or None without units, result or CO2e."""
+        result = self.result
+        if self._units is None or result is None or result.co2e_g is None:
+            return None
+        from .carbon.sci import sci
+
+        return sci(result, self._units)
 
     def __enter__(self) -> "measure":
         meter = self._meter or get_meter()
@@ -254,10 +273,14 @@ class measure:
         return f"measure(result={self.result!r})"
 
     def __str__(self) -> str:
-        return str(self.result) if self.result else "measure(running)"
+        from .format import measurement_text
+
+        return measurement_text(self.result, self.sci) if self.result else "measure(running)"
 
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(str(self))
 
     def _repr_html_(self):
-        return self.result._repr_html_() if self.result else None
+        from .format import measurement_html
+
+        return measurement_html(self.result, self.sci) if self.result else None

@@ -16,7 +16,7 @@ from IPython.utils.process import arg_split
 
 from .. import format as fmt
 from .. import runtime
-from ..carbon import regions
+from ..carbon import regions, sci
 from ..errors import ConfigError, GreenJupyterError
 from ..history import sessions
 from ..notices import notice
@@ -30,6 +30,7 @@ HELP = (
     ("%load_ext greenjupyter", "measure every cell from now on, silently"),
     ("%%carbon [-q] [-o NAME]", "measure this cell and show the result under it (-o: keep it in NAME)"),
     ("%%carbon --region REGION", "this cell's CO2e on another grid (FR, US-CA, us-central1)"),
+    ("%%carbon --per N [UNIT]", "this cell's carbon per functional unit (SCI), e.g. --per 1000 predictions"),
     ("%carbon", "totals for this kernel session: energy, CO2e, grid, equivalents"),
     ("%carbon sources", "what is measured, what is estimated, what is missing and how to fix it"),
     ("%carbon cells [-n N]", "the last N cells (default 20): #, duration, energy, avg/peak W, kind"),
@@ -52,7 +53,7 @@ TAKES = {"config": "NAME=VALUE pairs", "export": "a file name (.csv or .json)", 
 ACTION_OPTIONS = {"stop": ("--stop", "budget"), "format": ("--format", "report"), "last": ("-n", "cells"),
                   "regions": ("--regions", "whatif"), "notebook": ("--notebook", "whatif"),
                   "since": ("--since", "whatif"), "hours": ("--hours", "forecast")}
-CELL_OPTIONS = {"quiet": "-q", "output": "-o", "region": "--region"}
+CELL_OPTIONS = {"quiet": "-q", "output": "-o", "region": "--region", "per": "--per"}
 # Names IPython itself needs in the user's namespace (besides those starting with _ and builtins).
 IPYTHON_NAMES = ("In", "Out", "get_ipython", "exit", "quit")
 
@@ -82,6 +83,8 @@ class CarbonMagics(Magics):
               help="with whatif: the stored cells of the notebook PATH (alone: of this notebook), not this session's")
     @argument("--since", metavar="SPAN", help="with whatif: the stored cells of the last SPAN (30m, 12h, 7d, 2w)")
     @argument("--hours", metavar="H", help="with forecast: the job's length in hours, above 0 up to 48 (default 1)")
+    @argument("--per", nargs="+", metavar="N [UNIT]", help="cell magic: carbon per functional unit (SCI) for N "
+              "units, e.g. --per 1000 predictions (or \"1e3 rows\")")
     @line_cell_magic
     def carbon(self, line: str, cell: str | None = None):
         """Energy of this notebook's cells.
@@ -105,6 +108,7 @@ class CarbonMagics(Magics):
                                   from the live provider's forecast (live_intensity)
         %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region);
                                   the cell's record keeps the session's grid
+        %%carbon --per 1000 predictions   this cell's SCI: gCO2e per unit = (E·I + M) / R
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
         Quote a value with spaces: %carbon export "my cells.csv". An option given where it does
@@ -122,6 +126,8 @@ class CarbonMagics(Magics):
                 args.output = self._check_name(args.output)
             if args.region is not None:
                 self._check_region(args.region)
+            if args.per is not None:
+                args.per = self._check_per(args.per)
             return self._measure_cell(cell, recorder, args)
         self._check_line_args(args)
         if args.action == "config":
@@ -322,6 +328,13 @@ class CarbonMagics(Magics):
         except ConfigError as error:
             raise UsageError(str(error)) from None
 
+    def _check_per(self, words: list[str]) -> tuple[float, str | None]:
+        """Return (units, what one unit is) from --per's words (1000 predictions, "1e3 rows"), or raise UsageError."""
+        try:
+            return sci.parse_units(" ".join(words), "--per")
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
+
     def _config(self, assignments: list[str]) -> None:
         """Show every setting with its origin, or apply NAME=VALUE pairs (a bad one changes nothing after it)."""
         settings = runtime.get_settings()
@@ -374,16 +387,23 @@ class CarbonMagics(Magics):
             stop = meter.snapshot()
             energy = meter.measurement(window, stop)
             measurement = runtime.with_carbon(energy)
-            recorder.use_for_this_cell(measurement, window, stop)
+            if recorder.use_for_this_cell(measurement, window, stop) and args.per is not None:
+                recorder.attach(units=args.per[0], unit_name=args.per[1])
             if args.region is not None:
                 measurement = runtime.with_carbon(energy, args.region)
+            per_unit = None if args.per is None or measurement.co2e_g is None else sci.for_units(measurement, *args.per)
         except Exception as error:  # the cell has run; its result or error must come through
             notice("carbon-cell", f"could not finish measuring a %%carbon cell ({error!r}); cells are not affected")
             return
         if args.output:
             self.shell.user_ns[args.output] = measurement
-        if not args.quiet:
+        if args.quiet:
+            return
+        if per_unit is None:
             display(measurement)
+        else:  # the Measurement with its SCI line under it
+            display({"text/plain": fmt.measurement_text(measurement, per_unit),
+                     "text/html": fmt.measurement_html(measurement, per_unit)}, raw=True)
 
 
 REPORT_FORMS = ("text", "markdown", "latex", "html")
