@@ -24,11 +24,8 @@ kernel is shut down first, and what ran is kept).
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import dataclasses
-import html
-import io
 import logging
 import os
 import signal
@@ -671,11 +668,7 @@ def recorded_grid(records, grid=None):
 
 
 def write_report(path: str, format: str, records, grid, settings, detection=None, title: str = "") -> None:
-    from . import report
-
-    text = report.summary(records, detection, recorded_grid(records, grid), settings, format)
-    if format == "html":
-        text = html_page(text, records, title)
+    text = report_text(format, records, recorded_grid(records, grid), settings, detection, title)
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
@@ -683,25 +676,31 @@ def write_report(path: str, format: str, records, grid, settings, detection=None
         raise UsageError(f"cannot write {path} ({error.strerror or error})") from None
 
 
-def html_page(summary_html: str, records, title: str = "") -> str:
-    """Return a standalone HTML page: the summary and, when matplotlib is installed, the energy figure."""
+def report_text(format: str, records, grid, settings, detection=None, title: str = "") -> str:
+    """Return the summary in ``format``; html is the whole page, with both figures. The history keeps
+    no power samples, so its power figure shows each cell's average power."""
     from . import report
 
-    figure = ""
-    if records:
-        try:
-            fig = report.energy_figure(records)
-            buffer = io.BytesIO()
-            report.save(fig, buffer, format="png", dpi=100)
-            data = base64.b64encode(buffer.getvalue()).decode("ascii")
-            figure = f'<figure><img alt="Energy per cell" src="data:image/png;base64,{data}"></figure>'
-        except GreenJupyterError as error:  # no matplotlib: the text alone, and why
-            figure = f'<p class="greenjupyter-note">No figure: {html.escape(str(error))}.</p>'
-    heading = f"greenjupyter: {title}" if title else "greenjupyter report"
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
-        f"<title>{html.escape(heading)}</title></head>\n<body>\n{summary_html}\n{figure}\n</body>\n</html>\n"
-    )
+    if format == "html":
+        return report.page(records, None, None, detection, grid, settings, title)
+    return report.summary(records, detection, grid, settings, format)
+
+
+def write_figures(directory: str, records) -> list[str]:
+    """Write the energy and power figures into ``directory`` as PDF (for LaTeX) and PNG; return the paths."""
+    from . import report
+
+    figures = {"energy-per-cell": report.energy_figure(records), "power-over-time": report.power_figure([], records)}
+    paths = []
+    try:
+        os.makedirs(directory, exist_ok=True)
+        for name, fig in figures.items():
+            for extension in ("pdf", "png"):
+                paths.append(os.path.join(directory, f"{name}.{extension}"))
+                report.save(fig, paths[-1])
+    except OSError as error:
+        raise UsageError(f"cannot write the figures into {directory} ({error.strerror or error})") from None
+    return paths
 
 
 def _report_format(path: str) -> str:
@@ -742,10 +741,12 @@ def cmd_report(args) -> int:
         write_report(args.output, format, records, None, settings, title=args.notebook or "")
         print(f"greenjupyter: report on {len(records)} cells written to {args.output}", file=sys.stderr)
     else:
-        from . import report
-
-        text = report.summary(records, None, recorded_grid(records), settings, format)
-        print(html_page(text, records, args.notebook or "") if format == "html" else text.rstrip("\n"))
+        print(report_text(format, records, recorded_grid(records), settings, title=args.notebook or "").rstrip("\n"))
+    if args.figures and records:
+        paths = write_figures(args.figures, records)
+        print(f"greenjupyter: figures written: {', '.join(paths)}", file=sys.stderr)
+    elif args.figures:
+        print("greenjupyter: no cells, so no figures", file=sys.stderr)
     return OK
 
 
@@ -1003,7 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", metavar="NOTEBOOK", help="the .ipynb file to run")
     p.add_argument("--region", metavar="R", help="grid region for CO2e: FR, US-CA, us-central1, aws:eu-west-3, ...")
     p.add_argument("--pue", metavar="X", help="facility PUE, 1.0 to 3.0")
-    p.add_argument("--report", metavar="FILE", help="write a report: .html (with a figure), .md, .tex or .txt")
+    p.add_argument("--report", metavar="FILE", help="write a report: .html (a page with both figures), .md, .tex or .txt")
     p.add_argument("--output", metavar="FILE",
                    help="save the executed notebook, outputs included; written also when the run stops early "
                         "(a cell raised, timed out, the kernel died, a signal), with the outputs and counts of "
@@ -1033,7 +1034,9 @@ def build_parser() -> argparse.ArgumentParser:
     selection(p)
     p.add_argument("--format", choices=("markdown", "latex", "html", "text"),
                    help="default: from --output's extension, else text")
-    p.add_argument("--output", metavar="FILE", help="write it to FILE instead of printing it")
+    p.add_argument("--output", metavar="FILE", help="write it to FILE instead of printing it (.html: a page with "
+                                                    "both figures)")
+    p.add_argument("--figures", metavar="DIR", help="also write the energy and power figures into DIR, as PDF and PNG")
     p.set_defaults(handler=cmd_report)
 
     p = commands.add_parser("export", parents=[common], help="stored cells to CSV (CodeCarbon's columns) or JSON",

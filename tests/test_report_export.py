@@ -171,7 +171,7 @@ def test_json_round_trip_keeps_every_field(records, tmp_path):
     document = json.loads(path.read_text(encoding="utf-8"))
     assert document["schema"] == export.SCHEMA and document["generator"] == f"greenjupyter {__version__}"
     first = document["cells"][0]
-    assert set(first) == {"measurement", "execution_count", "cell_id", "notebook", "success", "error", "source_preview"}
+    assert set(first) == set(CellRecord.__dataclass_fields__)
     assert set(first["measurement"]) == set(Measurement.__dataclass_fields__)
     assert first["measurement"]["started_at"] == "2025-03-01T12:00:00+00:00"
     assert export.read_json(path) == records
@@ -304,7 +304,8 @@ def test_summaries_escape_control_characters_from_names_and_previews(form):
 
 def test_markdown_summary_escapes_newlines_maths_and_entities_in_names_and_previews():
     text = report.summary(hostile_records(), format="markdown")
-    paragraph = text.split("\n\n")[1]
+    line, paragraph = text.split("\n\n")[1:3]  # the sentence to quote, then the details
+    assert "\n" not in line and line.startswith("The analysis in this notebook (2 cells, 2 s) used 100 J")
     assert "\n" not in paragraph and "\\\\n\\# heading\\\\n" in paragraph  # the name's newlines as text
     assert "\\$x\\$" in paragraph and "\\$E=mc^2\\$" in paragraph  # no maths from a name or a preview
     assert "\\~\\~gone\\~\\~" in paragraph and "\\&amp;" in paragraph

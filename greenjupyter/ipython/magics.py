@@ -216,9 +216,11 @@ class CarbonMagics(Magics):
             forms = {f: report.summary(*args, f) for f in dict.fromkeys((form, *REPORT_FORMS))}
         except ConfigError as error:
             raise UsageError(str(error)) from None
+        if form == "html":  # the report page, both figures embedded, as greenjupyter report writes it
+            forms["html"] = report.page(records, list(recorder.meter.sampler.samples), None, *args[1:], standalone=False)
         result = Report(form=form, **forms)
         display(result)
-        if records:
+        if records and form != "html":
             self._figures(recorder, records)
         # As the cell's last expression IPython would display the returned Report a second time.
         return None if self._is_last_expression(recorder) else result
