@@ -18,9 +18,11 @@ __all__ = [
     "SourceUnavailable",
     "cells",
     "history",
+    "log",
     "measure",
     "sci",
     "sources",
+    "tag",
     "whatif",
 ]
 
@@ -40,6 +42,20 @@ def whatif(energy_j=None, regions=None, notebook=None, since=None):
     from .carbon.whatif import whatif
 
     return whatif(energy_j, regions, notebook, since)
+
+
+def log(**metrics) -> None:
+    """Attach metrics to the running cell's record, e.g. ``log(accuracy=0.93, loss=0.21)``; see greenjupyter.compare."""
+    from .compare import log
+
+    log(**metrics)
+
+
+def tag(name) -> None:
+    """Name the run of this cell and the following ones (``None``: no run), for ``%carbon compare``."""
+    from .compare import tag
+
+    tag(name)
 
 
 def sci(measurement, units):

@@ -24,7 +24,7 @@ from ..settings import NEEDS_RELOAD
 from .extension import current_recorder
 
 ACTIONS = ("totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor", "help",
-           "whatif", "forecast")
+           "whatif", "forecast", "compare")
 # %carbon help: every form, one line each.
 HELP = (
     ("%load_ext greenjupyter", "measure every cell from now on, silently"),
@@ -45,14 +45,18 @@ HELP = (
                                        "high-carbon grids and R; --notebook [PATH] or --since SPAN: stored cells"),
     ("%carbon forecast [--hours H]", "the lowest-carbon start in the next 48 h for an H-hour job (default 1), "
                                      "from the live provider's forecast"),
+    ("%carbon compare [--metric M]", "tagged runs: energy, CO2e, time, metrics; energy against M with the Pareto "
+                                     "front; --all or --notebook PATH: other notebooks' runs"),
     ("%carbon help", "this list; %carbon? for the details"),
 )
 # What each action takes after it; the others take nothing.
 TAKES = {"config": "NAME=VALUE pairs", "export": "a file name (.csv or .json)", "budget": "an amount, or clear"}
 # Options that only one action takes (line magic), with the action; and the cell magic's own.
 ACTION_OPTIONS = {"stop": ("--stop", "budget"), "format": ("--format", "report"), "last": ("-n", "cells"),
-                  "regions": ("--regions", "whatif"), "notebook": ("--notebook", "whatif"),
-                  "since": ("--since", "whatif"), "hours": ("--hours", "forecast")}
+                  "regions": ("--regions", "whatif"), "notebook": ("--notebook", "whatif or compare"),
+                  "since": ("--since", "whatif"), "hours": ("--hours", "forecast"),
+                  "metric": ("--metric", "compare"), "all": ("--all", "compare"),
+                  "lower_is_better": ("--lower-is-better", "compare"), "higher_is_better": ("--higher-is-better", "compare")}
 CELL_OPTIONS = {"quiet": "-q", "output": "-o", "region": "--region", "per": "--per"}
 # Names IPython itself needs in the user's namespace (besides those starting with _ and builtins).
 IPYTHON_NAMES = ("In", "Out", "get_ipython", "exit", "quit")
@@ -85,6 +89,11 @@ class CarbonMagics(Magics):
     @argument("--hours", metavar="H", help="with forecast: the job's length in hours, above 0 up to 48 (default 1)")
     @argument("--per", nargs="+", metavar="N [UNIT]", help="cell magic: carbon per functional unit (SCI) for N "
               "units, e.g. --per 1000 predictions (or \"1e3 rows\")")
+    @argument("--metric", metavar="NAME", help="with compare: the metric plotted against energy (default: the first logged)")
+    @argument("--all", action="store_true", help="with compare: the runs of every notebook in the history")
+    @argument("--lower-is-better", action="store_true", help="with compare: the metric is better when lower "
+              "(default: when its name contains loss, error, rmse, mse, mae or perplexity)")
+    @argument("--higher-is-better", action="store_true", help="with compare: the metric is better when higher")
     @line_cell_magic
     def carbon(self, line: str, cell: str | None = None):
         """Energy of this notebook's cells.
@@ -109,6 +118,9 @@ class CarbonMagics(Magics):
         %%carbon --region REGION  this cell's CO2e on another grid (a country, US state, cloud region);
                                   the cell's record keeps the session's grid
         %%carbon --per 1000 predictions   this cell's SCI: gCO2e per unit = (E·I + M) / R
+        %carbon compare [--metric accuracy] [--all | --notebook PATH] [--lower-is-better | --higher-is-better]
+                                  runs named with greenjupyter.tag(): energy, CO2e, time and the metrics
+                                  given to greenjupyter.log(), and energy against one metric, Pareto front marked
 
         Every cell is measured once the extension is loaded; %%carbon adds a result under the cell.
         Quote a value with spaces: %carbon export "my cells.csv". An option given where it does
@@ -148,6 +160,8 @@ class CarbonMagics(Magics):
             self._whatif(recorder, args)
         elif args.action == "forecast":
             self._forecast(args.hours)
+        elif args.action == "compare":
+            return self._compare(recorder, args)
         elif args.action == "sources":
             recorder.meter.wait_ready()
             display(fmt.Text(str(recorder.meter.detection)))
@@ -187,7 +201,7 @@ class CarbonMagics(Magics):
 
     def _refuse_action_options(self, args, where: str, action: str | None = None) -> None:
         for name, (option, wanted) in ACTION_OPTIONS.items():
-            if getattr(args, name) not in (None, False) and action != wanted:
+            if getattr(args, name) not in (None, False) and action not in wanted.split(" or "):
                 raise UsageError(f"{option} applies only to %carbon {wanted}, not to {where}")
 
     def _check_name(self, name: str) -> str:
@@ -336,6 +350,42 @@ class CarbonMagics(Magics):
             return sci.parse_units(" ".join(words), "--per")
         except ConfigError as error:
             raise UsageError(str(error)) from None
+
+    def _compare(self, recorder, args):
+        """Show the tagged runs of this notebook (or --notebook's, or --all) as a table and a scatter."""
+        from .. import compare
+        from ..store import ANY
+
+        if args.all and args.notebook is not None:
+            raise UsageError("--all and --notebook cannot go together: --all already compares every notebook's runs")
+        if args.lower_is_better and args.higher_is_better:
+            raise UsageError("--lower-is-better and --higher-is-better cannot go together; give one, or neither "
+                             "to follow the metric's name")
+        notebook = args.notebook or recorder.notebook  # --notebook alone: this notebook
+        where = "every notebook" if args.all else f"notebook {notebook}" if notebook else "cells run outside a notebook"
+        if recorder.store is None:
+            records, where = list(recorder.records), "this session (no history database)"
+        else:
+            try:
+                records = [c.record for c in recorder.store.cells(notebook=ANY if args.all else notebook)]
+            except GreenJupyterError as error:  # the file was replaced by one that cannot be read
+                raise UsageError(str(error)) from None
+        lower = True if args.lower_is_better else False if args.higher_is_better else None
+        try:
+            result = compare.compare(records, args.metric, lower, where)
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
+        display(result)
+        if result.front:  # a metric was logged: the scatter
+            if "image/png" not in self.shell.display_formatter.active_types:
+                print("greenjupyter: the scatter needs a frontend that shows images (JupyterLab, Notebook); "
+                      "r = %carbon compare, then r.figure().savefig('runs.png')")
+            else:
+                try:
+                    display(result.figure())
+                except GreenJupyterError as error:  # matplotlib is optional
+                    print(f"greenjupyter: no figure ({error})")
+        return None if self._is_last_expression(recorder) else result
 
     def _config(self, assignments: list[str]) -> None:
         """Show every setting with its origin, or apply NAME=VALUE pairs (a bad one changes nothing after it)."""
