@@ -314,6 +314,13 @@ def _embodied_sentences(f: Facts) -> list[str]:
     return ["The CO2e is operational only: no embodied share is included."]
 
 
+def _sci_sentences(f: Facts) -> list[str]:
+    """Return the carbon per functional unit, one sentence per kind of unit the cells were given (%%carbon --per)."""
+    from .carbon.sci import per_unit
+
+    return [f"Per functional unit: {s}." for s in per_unit(f.records)]
+
+
 def _costliest_sentences(f: Facts) -> list[str]:
     records, t = f.records, f.totals
     if len(records) < 2 or t.energy_j <= 0:
@@ -342,7 +349,7 @@ def _method_sentences(f: Facts) -> list[str]:
 
 SENTENCES = (
     _cells_sentences, _energy_sentences, _components_sentences, _hardware_sentences, _grid_sentences,
-    _co2e_sentences, _embodied_sentences, _costliest_sentences, _method_sentences,
+    _co2e_sentences, _embodied_sentences, _sci_sentences, _costliest_sentences, _method_sentences,
 )
 
 

@@ -224,3 +224,19 @@ def test_the_hooks_record_no_units_for_a_plain_cell(rapl_shell):
     run(rapl_shell, "x = 1")
     record = greenjupyter.cells()[-1]
     assert (record.units, record.unit_name, dict(record.metrics), record.tag) == (None, None, {}, None)
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def test_the_report_states_the_sci_when_units_were_given(rapl_shell):
+    from greenjupyter import report
+
+    run(rapl_shell, "%%carbon --per 200 images -q\nimport time\ntime.sleep(0.05)")
+    run(rapl_shell, "%%carbon --per 300 images -q\nimport time\ntime.sleep(0.05)")
+    records = greenjupyter.cells()
+    (s,) = per_unit(records)
+    assert s.units == 500 and s.g_per_unit == pytest.approx(sum(r.measurement.co2e_g for r in records[-2:]) / 500)
+    text = report.summary(records, format="text")
+    assert f"SCI {s.g_per_unit:.3g} gCO2e per image" in " ".join(text.split())
+    assert "SCI" not in report.summary(records[:-2], format="text").replace("embodied share (SCI)", "")
