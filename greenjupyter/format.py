@@ -179,6 +179,8 @@ def totals_text(totals, grid=None, units: str = "auto") -> str:
         f"{energy(totals.energy_j)} (avg {power(totals.energy_j / totals.duration_s if totals.duration_s else 0)}, "
         f"peak {power(totals.peak_power_w)})"
     ]
+    if totals.idle_s:
+        lines.append(f"  {between_cells(totals)}")
     if grid is not None:
         from .carbon.equivalents import units_for
 
@@ -194,6 +196,17 @@ def totals_text(totals, grid=None, units: str = "auto") -> str:
     if totals.shared_components:
         lines.append(f"  {SHARED} in some cells: {', '.join(sorted(totals.shared_components))}")
     return "\n".join(lines)
+
+
+def between_cells(totals) -> str:
+    """Return "cells: X, between cells: Y (Z% of the session)", how long no cell ran, and whether
+    it is estimated (the time between cells is read from the same components as the cells)."""
+    whole = totals.energy_j + totals.idle_j
+    share = f" ({totals.idle_j / whole * 100:.3g}% of the session)" if whole > 0 else ""
+    text = f"cells: {energy(totals.energy_j)}, between cells: {energy(totals.idle_j)}{share} in {duration(totals.idle_s)}"
+    if totals.estimated_components:
+        text += " · partly estimated" if set(totals.components) - totals.estimated_components else " · estimated"
+    return text
 
 
 # The figures every table of cells shows, after its own leading columns.
@@ -276,15 +289,19 @@ def _in_force(name: str, value, origin: str, grid, db_path: str | None) -> tuple
 
 
 def sessions_text(groups, notebook) -> str:
-    """Return a table of past kernel sessions (greenjupyter.history.sessions), newest first."""
+    """Return a table of past kernel sessions (greenjupyter.history.sessions), newest first; with
+    ``idle_j`` in a group, the energy between its cells too (after its last cell is not kept)."""
     where = printable(notebook) or "cells run outside a notebook"
     if not groups:
         return f"greenjupyter history: no past sessions for {where}"
     lines = [f"greenjupyter history for {where} (newest first)",
-             f"  {'started (UTC)':<17} {'cells':>5}  {'duration':>10}  {'energy':>10}  {'CO2e':>10}  kind"]
+             f"  {'started (UTC)':<17} {'cells':>5}  {'duration':>10}  {'energy':>10}  {'between cells':>13}  "
+             f"{'CO2e':>10}  kind"]
     for g in groups:
+        idle = energy(g["idle_j"]) if "idle_j" in g else "n/a"
         lines.append(
             f"  {g['started_at']:%Y-%m-%d %H:%M} {g['cells']:>5}  {duration(g['duration_s']):>10}  "
-            f"{energy(g['energy_j']):>10}  {co2e(g['co2e_g']):>10}  {'estimated' if g['estimated'] else 'measured'}"
+            f"{energy(g['energy_j']):>10}  {idle:>13}  {co2e(g['co2e_g']):>10}  "
+            f"{'estimated' if g['estimated'] else 'measured'}"
         )
     return "\n".join(lines)

@@ -44,6 +44,8 @@ LIMITS = {
     "embodied_kg": Range(0.0, None),
     "lifetime_years": Range(0.1, 50.0),
     "resource_share": Range(0.0, 1.0, low_excluded=True),
+    "idle_hint_after_s": Range(0.0, 604800.0),
+    "idle_hint_gpu_w": Range(0.0, 5000.0),
 }
 # Settings the meter reads once, when it starts.
 NEEDS_RELOAD = ("powercap_root", "history_s", "cells_kept", "db_path")
@@ -100,6 +102,13 @@ class GreenJupyter(Configurable):
     ).tag(config=True)
     units = Enum(
         ["auto", "metric", "imperial"], default_value="auto", help="Units for equivalents; auto follows the region."
+    ).tag(config=True)
+    idle_hint_after_s = Float(
+        900.0, help="Seconds between two cells (0 to 604800) after which a GPU still drawing more than "
+        "idle_hint_gpu_w gets one hint with what that idle time cost; 0 turns the hint off."
+    ).tag(config=True)
+    idle_hint_gpu_w = Float(
+        30.0, help="Average watts (0 to 5000) above which a GPU counts as held while no cell runs, for the idle hint."
     ).tag(config=True)
 
     @validate(*LIMITS)

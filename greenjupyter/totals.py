@@ -22,6 +22,8 @@ class Totals:
     shared_components: set = field(default_factory=set)  # whole-device figures others shared in some cells
     peak_power_w: float = 0.0
     grids: dict = field(default_factory=dict)  # (region, intensity, pue) -> cells
+    idle_j: float = 0.0  # energy drawn between cells (before each cell, where known)
+    idle_s: float = 0.0  # and for how long
 
     @classmethod
     def of(cls, records) -> "Totals":
@@ -47,6 +49,9 @@ class Totals:
             self.shared_components.update(m.shared_components)
         if m.peak_power_w > self.peak_power_w:
             self.peak_power_w = m.peak_power_w
+        if record.idle_before_j is not None:
+            self.idle_j += record.idle_before_j
+            self.idle_s += record.idle_before_s or 0.0
         if m.co2e_g is not None:
             self.co2e_g += m.co2e_g
             self.co2e_cells += 1

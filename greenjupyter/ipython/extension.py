@@ -11,6 +11,7 @@ import uuid
 from collections import deque
 
 from .. import journal, runtime
+from ..idle import Gaps, check_hint
 from ..measurement import CellRecord, Measurement
 from ..meter import Meter, Reading
 from ..notices import notice
@@ -59,6 +60,7 @@ class CellRecorder:
         self.monitor = None  # the %carbon monitor widget, once shown
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
+        self.gaps = Gaps(meter)  # the time between cells; the first gap starts now, at the load
         # [start edge, info, (Measurement, start, stop) of a %%carbon cell or None, what attach() gave or None]
         self._open: list = []
         # (journal number, start, stop (edges, or a %%carbon cell's Readings), info, execution count, error name,
@@ -218,9 +220,12 @@ class CellRecorder:
     def _add(self, seq, start, stop, info, execution_count, error, measurement, attached, carbon) -> StoredCell:
         if type(start) is tuple:  # the hooks' edges (a %%carbon cell hands Readings)
             start, stop = self.meter.reading(start), self.meter.reading(stop)
+        gap = self.gaps.close(start, stop)  # from the previous cell's end to this one's start
         if measurement is None:  # else a %%carbon cell: the magic's own Measurement, CO2e included
             measurement = carbon(self.meter.measurement(start, stop))
         record = CellRecord(
+            idle_before_j=None if gap is None else gap.energy_j,
+            idle_before_s=None if gap is None else gap.duration_s,
             measurement=measurement,
             execution_count=execution_count,
             cell_id=getattr(info, "cell_id", None),
@@ -241,6 +246,8 @@ class CellRecorder:
                 f"{name} could not be read during cell [{execution_count}]; its energy is left out "
                 "of every cell where that happens (details: %carbon sources)",
             )
+        if gap is not None:
+            check_hint(self.gaps, gap, execution_count, carbon, runtime.get_settings())
         return StoredCell(record, self.session, self.kernel_id, self.hardware, entry=seq)
 
     @property

@@ -15,7 +15,7 @@ from IPython.display import display
 from IPython.utils.process import arg_split
 
 from .. import format as fmt
-from .. import runtime
+from .. import idle, runtime
 from ..carbon import regions, sci
 from ..errors import ConfigError, GreenJupyterError
 from ..history import sessions
@@ -168,7 +168,8 @@ class CarbonMagics(Magics):
         elif args.action == "cells":
             display(fmt.Text(fmt.cells_text(list(recorder.records)[-(args.last or 20):])))
         else:
-            display(fmt.Text(fmt.totals_text(recorder.totals, runtime.current_grid(), runtime.get_settings().units)))
+            totals = idle.session_totals(recorder)  # between cells up to this cell's start
+            display(fmt.Text(fmt.totals_text(totals, runtime.current_grid(), runtime.get_settings().units)))
 
     def _parse(self, line: str):
         """Return the parsed arguments; a quote without its pair is a UsageError, as any bad argument."""
@@ -307,7 +308,7 @@ class CarbonMagics(Magics):
             cells = recorder.store.cells(notebook=recorder.notebook)
         except GreenJupyterError as error:  # the file was replaced by one that cannot be read
             raise UsageError(str(error)) from None
-        display(fmt.Text(fmt.sessions_text(sessions(cells), recorder.notebook)))
+        display(fmt.Text(fmt.sessions_text(idle.add_to_sessions(sessions(cells), cells), recorder.notebook)))
 
     def _whatif(self, recorder, args) -> None:
         from ..carbon.whatif import whatif

@@ -11,9 +11,10 @@ reads it even while a cell is busy. Kinds:
   session totals, the grid), at the first tick and every ``snapshot_every_s``, so that a page that was
   reloaded or opened late catches up.
 
-``totals`` is ``{cells, duration_s, energy_j, co2e_g, components, equivalents}``, where
-``equivalents`` is ``[{key, text}, ...]``: the same everyday equivalents as ``%carbon`` shows,
-so the frontend keeps no table of its own and never adds totals up itself.
+``totals`` is ``{cells, duration_s, energy_j, co2e_g, components, equivalents, idle_j, idle_s}``,
+where ``equivalents`` is ``[{key, text}, ...]``: the same everyday equivalents as ``%carbon`` shows,
+so the frontend keeps no table of its own and never adds totals up itself; ``idle_j`` and ``idle_s``
+are the energy and time between cells, until the message was sent (or the running cell began).
 
 Every message carries ``v`` (the schema version), ``kind``, ``seq`` (counting per kernel
 session, so a gap shows a lost message) and ``session`` (new at every load, so a restart shows).
@@ -25,6 +26,7 @@ import time
 
 from .. import runtime
 from ..carbon.equivalents import equivalents, units_for
+from ..idle import session_totals
 from ..notices import notice
 
 MIME = "application/vnd.greenjupyter.v1+json"
@@ -128,7 +130,7 @@ class Stream:
         self._last_snapshot = self._last_update = time.monotonic()
 
     def _totals_json(self, grid) -> dict:
-        totals = self._recorder.totals
+        totals = session_totals(self._recorder)  # between cells up to now, as %carbon counts it
         # As %carbon chooses them: two, in the `units` setting's system ("auto": by the grid's country).
         units = units_for(grid.country if grid is not None else None, runtime.get_settings().units)
         same = equivalents(totals.co2e_g, units, TOTALS_EQUIVALENTS)
@@ -139,6 +141,8 @@ class Stream:
             "co2e_g": totals.co2e_g,
             "components": dict(totals.components),
             "equivalents": [{"key": e.key, "text": e.text} for e in same],
+            "idle_j": totals.idle_j,
+            "idle_s": totals.idle_s,
         }
 
     def _send(self, kind: str, body: dict) -> None:
