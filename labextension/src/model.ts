@@ -38,6 +38,9 @@ export interface ITotals {
   readonly energyJ: number;
   readonly co2eG: number | null;
   readonly equivalents: readonly IEquivalent[];
+  /** Energy drawn between cells and for how long, up to when the kernel sent them; null from a kernel that does not say. */
+  readonly idleJ: number | null;
+  readonly idleS: number | null;
 }
 
 export interface IGrid {
@@ -387,7 +390,9 @@ export class StreamModel {
       durationS: isNumber(raw.duration_s) ? raw.duration_s : 0,
       energyJ: raw.energy_j,
       co2eG: numberOrNull(raw.co2e_g),
-      equivalents: this._parseEquivalents(raw.equivalents)
+      equivalents: this._parseEquivalents(raw.equivalents),
+      idleJ: numberOrNull(raw.idle_j),
+      idleS: numberOrNull(raw.idle_s)
     };
   }
 

@@ -16,6 +16,7 @@ import {
   formatIntensity,
   formatPower
 } from './format';
+import { betweenCells } from './idle';
 import { ICellRecord } from './model';
 import { KernelWatch, NotebookFollower, WatchState } from './tracker';
 
@@ -332,6 +333,10 @@ export class GreenPanel extends Widget {
         items.push(['That is', totals.equivalents.map(e => e.text).join(', ')]);
       }
       items.push(['Cells', `${totals.cells} in ${formatDuration(totals.durationS)}`]);
+      const idle = betweenCells(totals, unit);
+      if (idle) {
+        items.push(['Between cells', idle.text, idle.title]);
+      }
     } else {
       items.push(['Totals', 'at the next snapshot (within 30 s)']);
     }

@@ -43,7 +43,9 @@ function snapshot(seq: number, extra: Record<string, unknown> = {}) {
       energy_j: 2,
       co2e_g: 2e-4,
       components: {},
-      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.002% of a smartphone charge' }]
+      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.002% of a smartphone charge' }],
+      idle_j: 6,
+      idle_s: 30
     },
     grid: { region: 'FR', name: 'France', g_per_kwh: 44.18, pue: 1, source: 'Ember 2024', origin: 'setting' },
     ...extra
@@ -72,7 +74,9 @@ describe('StreamModel', () => {
       durationS: 1,
       energyJ: 2,
       co2eG: 2e-4,
-      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.002% of a smartphone charge' }]
+      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.002% of a smartphone charge' }],
+      idleJ: 6,
+      idleS: 30
     });
     expect(model.grid?.gPerKwh).toBe(44.18);
     expect(model.latest()).toEqual({ t1: 1000, totalW: 5, watts: [4.5, 0.5] });
@@ -100,7 +104,9 @@ describe('StreamModel', () => {
       durationS: 2,
       energyJ: 22,
       co2eG: 22e-4,
-      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.02% of a smartphone charge' }]
+      equivalents: [{ key: 'smartphone_charge', text: '≈ 0.02% of a smartphone charge' }],
+      idleJ: null, // a kernel that does not send the time between cells
+      idleS: null
     });
   });
 
@@ -114,11 +120,29 @@ describe('StreamModel', () => {
         totals: { cells: 3, duration_s: 3, energy_j: 30, co2e_g: null, equivalents: [] }
       })
     );
-    expect(model.totals).toEqual({ cells: 3, durationS: 3, energyJ: 30, co2eG: null, equivalents: [] });
+    expect(model.totals).toEqual({
+      cells: 3,
+      durationS: 3,
+      energyJ: 30,
+      co2eG: null,
+      equivalents: [],
+      idleJ: null,
+      idleS: null
+    });
     // A cell without totals beside it (an older kernel) leaves the totals alone.
     model.apply(update(4, { cells: [cell(4, 1001, 7)] }));
     expect(model.totals?.energyJ).toBe(30);
     expect(model.cells.length).toBe(3);
+  });
+
+  it('takes the energy between cells as the kernel states it, and nothing that is not a number', () => {
+    const model = quietModel();
+    model.apply(snapshot(1));
+    const totals = { cells: 1, duration_s: 1, energy_j: 2, co2e_g: null, equivalents: [] };
+    model.apply(update(2, { totals: { ...totals, idle_j: 12.5, idle_s: 61 } }));
+    expect([model.totals?.idleJ, model.totals?.idleS]).toEqual([12.5, 61]);
+    model.apply(update(3, { totals: { ...totals, idle_j: '12.5', idle_s: null } }));
+    expect([model.totals?.idleJ, model.totals?.idleS]).toEqual([null, null]);
   });
 
   it('keeps well-formed equivalents and drops anything else', () => {
