@@ -16,6 +16,7 @@ import atexit
 import json
 import math
 import os
+import threading
 import time
 
 from .notices import notice
@@ -48,32 +49,38 @@ class LiveStatus:
         self.meter = meter
         self.pid = os.getpid()
         self._written_at = -math.inf
-        self._failed = False
+        self._stopped = False  # closed, or a write failed
+        self._lock = threading.Lock()  # a write under way and close(): the sampler outlives atexit
 
     def __call__(self, sample) -> None:
         now = time.monotonic()
-        if self._failed or now - self._written_at < WRITE_EVERY_S or os.getpid() != self.pid:
+        if self._stopped or now - self._written_at < WRITE_EVERY_S or os.getpid() != self.pid:
             return
         self._written_at = now
         info = self.meter.component_info()
         watts = {name: w for name, w in zip(sample.components, sample.watts) if w == w}  # NaN: failed this tick
         status = {"version": 1, "time": time.time(), "interval_s": self.meter.sampler.interval_s, "watts": watts,
                   "estimated": [name for name, modelled in zip(info.names, info.estimated) if modelled]}
-        try:
-            _write_private(self.path, json.dumps(status).encode())
-        except OSError as error:
-            self._failed = True
-            notice("live-status", f"cannot publish this kernel's power for the Jupyter server's /metrics "
-                                  f"({error}); cells are not affected")
+        with self._lock:
+            if self._stopped:
+                return
+            try:
+                _write_private(self.path, json.dumps(status).encode())
+            except OSError as error:
+                self._stopped = True
+                notice("live-status", f"cannot publish this kernel's power for the Jupyter server's /metrics "
+                                      f"({error}); cells are not affected")
 
     def close(self) -> None:
-        """Delete the file (in the process that wrote it only)."""
+        """Stop writing and delete the file (in the process that wrote it only)."""
         if os.getpid() != self.pid:
             return
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        with self._lock:
+            self._stopped = True
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 def _write_private(path: str, data: bytes) -> None:
