@@ -56,9 +56,12 @@ class GreenJupyterCollector:
         with self._state_lock:
             now = time.monotonic()
             if now - self._collected_at >= self.cache_s:
-                self._refresh()
-                power, kernels = live_status.read_power(self.live_directory)
-                self._families = _families(self._published, power, kernels)
+                try:
+                    self._refresh()
+                    power, kernels = live_status.read_power(self.live_directory)
+                    self._families = _families(self._published, power, kernels)
+                except Exception as error:  # never a failed scrape: the last figures stay
+                    self._say(f"could not update greenjupyter's metrics ({error!r})")
                 self._collected_at = now
             return list(self._families)
 
