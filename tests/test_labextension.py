@@ -1,30 +1,23 @@
 """The JupyterLab extension: packaging, the TypeScript unit tests (jest), and browser tests.
 
 Browser tests start a real ``jupyter lab`` on 127.0.0.1 with a real kernel and drive Debian's
-Chromium through Playwright (no browser download). Screenshots go to test-artifacts/.
+Chromium through Playwright (no browser download; the shared parts are in tests/browser.py).
+Screenshots go to test-artifacts/.
 """
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import greenjupyter
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import panel_redraw  # noqa: E402  (bench/ is not a package)
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM, CHROMIUM_ARGS = panel_redraw.CHROMIUM, panel_redraw.CHROMIUM_ARGS
-BIN = Path(sys.executable).parent
+from tests.browser import browser_fixture  # noqa: F401  (the `browser` fixture)
+from tests.browser import (ARTIFACTS, BIN, ROOT, cell_badges, console_errors, jupyter_server, new_page,
+                           panel_redraw, run_cell, sent_requests, shot, wait_cell, write_notebook)
 
 
 def jlpm() -> list:
@@ -55,25 +48,6 @@ def test_typescript_unit_tests_pass():
 
 # ---------------------------------------------------------------- browser tests
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: scripts/test.sh installs Debian's (apt-get install chromium) as root; "
-                    "it could not here")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 def test_apply_and_redraw_with_an_hour_of_history_is_fast(browser):
     """p95 of (apply one update + redraw the canvas) with 14,400 samples (an hour at 4/s) in the model,
     and the picture drawn update by update equal to one drawn whole (bench/panel_redraw.py)."""
@@ -95,112 +69,18 @@ def test_apply_and_redraw_with_an_hour_of_history_is_fast(browser):
         assert diff["off"] <= 24, (window, diff)
 
 
-KERNELS = {
-    "python3": {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                "display_name": "Python 3", "language": "python"},
-    # A kernel for another language (bash_kernel, from the test extra): the panel must say so.
-    "bash": {"argv": [sys.executable, "-m", "bash_kernel", "-f", "{connection_file}"],
-             "display_name": "Bash", "language": "bash"},
-}
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, browser):
     """A real JupyterLab on a free port: its root dir, URL and token; the extension as pip installed it."""
     base = tmp_path_factory.mktemp("lab")
-    root, data = base / "notebooks", base / "data"
-    root.mkdir()
-    for name, spec in KERNELS.items():
-        kernel = data / "kernels" / name
-        kernel.mkdir(parents=True)
-        kernel.joinpath("kernel.json").write_text(json.dumps(spec))
-    settings = base / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    settings.joinpath("notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENJUPYTER_")}
-    env.update({
-        "JUPYTER_DATA_DIR": str(data), "JUPYTER_CONFIG_DIR": str(base / "config"),
-        "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "IPYTHONDIR": str(base / "ipython"),
-        "GREENJUPYTER_POWERCAP_ROOT": str(base / "no-powercap"), "GREENJUPYTER_REGION": "FR",
-        # A share of the machine's making, so that a few seconds of cells reach a visible equivalent.
-        "GREENJUPYTER_EMBODIED_KG": "2500",
-        "GREENJUPYTER_DB_PATH": "off",
-    })
-    port, token = free_port(), "greenjupyter-test"
-    log = open(base / "server.log", "w")
-    server = subprocess.Popen(
-        [str(BIN / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--allow-root",
-         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         f"--LabApp.user_settings_dir={base / 'settings'}", f"--LabApp.workspaces_dir={base / 'workspaces'}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                raise AssertionError("jupyter lab did not start:\n" + (base / "server.log").read_text())
-            time.sleep(0.3)
-    yield {"root": root, "url": url, "token": token, "workspaces": base / "workspaces"}
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
-
-
-def write_notebook(root: Path, name: str, sources: list, kernel: str = "python3") -> None:
-    cells = [{"cell_type": "code", "id": f"cell-{i}", "metadata": {}, "execution_count": None, "outputs": [],
-              "source": source} for i, source in enumerate(sources)]
-    spec = KERNELS[kernel]
-    notebook = {"cells": cells, "metadata": {"kernelspec": {"name": kernel, "display_name": spec["display_name"],
-                                                            "language": spec["language"]}},
-                "nbformat": 4, "nbformat_minor": 5}
-    (root / name).write_text(json.dumps(notebook))
+    with jupyter_server(base, "lab") as server:
+        yield {**server, "workspaces": base / "workspaces"}
 
 
 @pytest.fixture
 def page(browser, lab):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.dialogs = []
-
-    def on_dialog(dialog):
-        if dialog.type == "beforeunload":  # "leave with unsaved changes?" on reload: yes
-            dialog.accept()
-        else:  # alert() and the like: none expected
-            page.dialogs.append(dialog.message)
-            dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.console = []
-    page.on("console", lambda message: page.console.append((message.type, message.text)))
-    page.on("pageerror", lambda error: page.console.append(("pageerror", str(error))))
-    page.sent = []  # what the page sent to kernels (websocket frames, text or binary)
-    page.on("websocket", lambda socket: socket.on("framesent", lambda frame: page.sent.append(frame)))
-    yield page
-    context.close()
-
-
-# JupyterLab's own debugger asks a restarting kernel for its state and logs this when the restart wins.
-LAB_NOISE = ("Could not restore the debugger state",)
-
-
-def console_errors(page) -> list:
-    """Errors the page logged or threw, but for JupyterLab's known ones: ours must cause none."""
-    return [entry for entry in page.console
-            if entry[0] in ("error", "pageerror") and not entry[1].startswith(LAB_NOISE)]
-
-
-def sent_requests(page, text: str) -> int:
-    """How many frames the page sent to a kernel that contain `text`."""
-    needle = text.encode()
-    return sum(needle in (frame.encode() if isinstance(frame, str) else frame) for frame in page.sent)
+    with new_page(browser) as page:
+        yield page
 
 
 def open_notebook(page, lab, name, states=("not-loaded", "live")):
@@ -218,28 +98,6 @@ def wait_ready(page, states=("not-loaded", "live")):
     wanted = ", ".join(f'[data-state="{state}"]' for state in states)
     page.wait_for_selector(f"#greenjupyter-panel:is({wanted})", timeout=30000)
     return panel
-
-
-CELLS = ".jp-Notebook:visible .jp-Cell"  # of the notebook in front
-
-
-def run_cell(page, index, wait=True):
-    cell = page.locator(CELLS).nth(index)
-    cell.locator(".jp-InputPrompt").click()
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+Enter")
-    if wait:
-        wait_cell(page, index)
-
-
-def wait_cell(page, index, timeout=30000):
-    prompt = page.locator(CELLS).nth(index).locator(".jp-InputPrompt")
-    page.wait_for_function("el => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=timeout)
-
-
-def shot(locator, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    locator.screenshot(path=str(ARTIFACTS / name))
 
 
 BUSY_2S = "import time\nt = time.time()\nwhile time.time() - t < 2:\n    pass"
@@ -322,6 +180,7 @@ def test_history_after_reload_restart_and_a_second_notebook(page, lab):
     page.wait_for_function("() => document.querySelectorAll('#greenjupyter-panel .gj-cell-row').length >= 2",
                            timeout=10000)
     before = sorted(panel.locator(".gj-count").all_inner_texts())
+    assert [badge and badge[0] for _, badge in cell_badges(page)] == [None, "cell-1", "cell-2"]
 
     # A reload finds the history again (the kernel's snapshot: the last minute and recent cells).
     started = time.monotonic()
@@ -333,6 +192,9 @@ def test_history_after_reload_restart_and_a_second_notebook(page, lab):
     assert sent_requests(page, "request_snapshot") >= 1  # the reloaded panel asked the idle kernel once
     assert "France" in panel.locator(".gj-totals").inner_text()
     assert panel.locator(".gj-now-value").inner_text() != "–"
+    # The page shows the notebook as last saved (not since its cells ran): a badge only on a cell
+    # that shows the run it measured.
+    assert all(badge is None or badge[1] == shown for shown, badge in cell_badges(page)), cell_badges(page)
     print(f"history back {time.monotonic() - started:.1f} s after the reload started")
     shot(panel, "panel-after-reload.png")
 
