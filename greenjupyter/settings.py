@@ -49,6 +49,8 @@ LIMITS = {
 }
 # Settings the meter reads once, when it starts.
 NEEDS_RELOAD = ("powercap_root", "history_s", "cells_kept", "db_path")
+# Experiment trackers the `trackers` setting may name (greenjupyter/trackers.py logs to them).
+TRACKERS = ("mlflow", "wandb")
 
 
 class GreenJupyter(Configurable):
@@ -110,6 +112,18 @@ class GreenJupyter(Configurable):
     idle_hint_gpu_w = Float(
         30.0, help="Average watts (0 to 5000) above which a GPU counts as held while no cell runs, for the idle hint."
     ).tag(config=True)
+    trackers = Unicode(
+        "auto",
+        help="Experiment trackers that get each cell's energy and CO2e while one of their runs is active: auto "
+        "(any of mlflow, wandb the notebook has imported), off, or a comma list such as mlflow,wandb.",
+    ).tag(config=True)
+
+    @validate("trackers")
+    def _known_trackers(self, proposal):
+        names = [name.strip().lower() for name in proposal["value"].split(",")]
+        if names in (["auto"], ["off"]) or set(names) <= set(TRACKERS):
+            return ",".join(dict.fromkeys(names))  # one spelling: lower case, no spaces, no repeats
+        raise Refused("trackers", proposal["value"], "not a known tracker")
 
     @validate(*LIMITS)
     def _within_limits(self, proposal):
@@ -173,6 +187,8 @@ def accepted(name: str) -> str:
     trait = GreenJupyter.class_traits()[name]
     if isinstance(trait, Enum):
         return "one of " + ", ".join(repr(v) for v in trait.values)
+    if name == "trackers":
+        return "'auto', 'off', or a comma list of " + ", ".join(repr(v) for v in TRACKERS)
     if name in LIMITS:
         low, high, low_excluded = LIMITS[name]
         kind = "a whole number" if isinstance(trait, Int) else "a number"

@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections import deque
 
-from .. import journal, runtime
+from .. import journal, runtime, trackers
 from ..idle import Gaps, check_hint
 from ..measurement import CellRecord, Measurement
 from ..meter import Meter, Reading
@@ -58,6 +58,7 @@ class CellRecorder:
         self.stream = None  # the live stream to the sidebar, in a kernel
         self.budget = Budget(shell, self)
         self.monitor = None  # the %carbon monitor widget, once shown
+        self.trackers = trackers.Trackers(self)  # logs cells to an active MLflow or W&B run
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
         self.gaps = Gaps(meter)  # the time between cells; the first gap starts now, at the load
@@ -169,6 +170,8 @@ class CellRecorder:
                 measurement, start, stop = handed
             else:  # two edges, as captured: turned into joules on the sampler's thread
                 stop = self.meter.edge()
+            if "mlflow" in sys.modules or "wandb" in sys.modules:  # before queueing: its record looks for this
+                self.trackers.capture(count)
             seq, self._seq = self._seq, self._seq + 1
             self._closed.append((seq, start, stop, info, count, error_name, measurement, attached))
             if self.journal is not None:  # queued first: a journal file is deleted only once its cells are in
@@ -322,6 +325,7 @@ class CellRecorder:
             self.meter.sampler.listeners.remove(self._on_sample)
         atexit.unregister(self._close_journal)
         self._close_journal()
+        self.trackers.close()
 
     def _close_journal(self) -> None:
         """Write what is left to the database; delete the journal if all of it is in."""
