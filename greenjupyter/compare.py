@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 import numbers
+import os
 import sys
 from dataclasses import dataclass
 from typing import Mapping
@@ -44,6 +45,8 @@ def log(**metrics) -> None:
     recorder = _recorder()
     if recorder is None:
         notice("log-not-loaded", f"log() attaches metrics to the running cell, but {NOT_LOADED}; nothing was recorded")
+    elif recorder.pid != os.getpid():
+        notice("log-child", "log() in a child process records nothing: the cells are the parent's; call it there")
     elif accepted and not recorder.attach(metrics=accepted):
         notice("log-no-cell", "log() was called while no cell was running; those metrics were not recorded")
 

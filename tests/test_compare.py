@@ -124,6 +124,15 @@ def test_log_between_cells_and_bad_tags_are_refused_with_a_message(rapl_shell, c
         assert f"tag({bad}) is refused; accepted: a name (a non-empty str), or None" in err
 
 
+def test_log_in_a_forked_child_records_nothing_and_says_so(rapl_shell, tmp_path):
+    err = tmp_path / "child.err"
+    run(rapl_shell, "import os, sys\npid = os.fork()\nif pid == 0:\n"
+                    f"    sys.stderr = open({str(err)!r}, 'w')\n    greenjupyter.log(accuracy=0.5)\n"
+                    "    sys.stderr.close()\n    os._exit(0)\nos.waitpid(pid, 0)")
+    assert "log() in a child process records nothing" in err.read_text()
+    assert dict(greenjupyter.cells()[-1].metrics) == {}  # the parent's cell is untouched
+
+
 def test_a_cell_without_log_carries_nothing_more_through_the_hooks(rapl_shell):
     recorder = extension.current_recorder()
     queued = []
