@@ -84,7 +84,7 @@ class CarbonMagics(Magics):
     @argument("--region", metavar="REGION", help="cell magic: work out CO2e for this region instead (FR, US-CA, us-central1)")
     @argument("--regions", metavar="R,R", help="with whatif: more regions to compare, e.g. FR,us-central1,aws:eu-north-1")
     @argument("--notebook", nargs="?", const="", metavar="PATH",
-              help="with whatif: the stored cells of the notebook PATH (alone: of this notebook), not this session's")
+              help="with whatif or compare: the stored cells of the notebook PATH (alone: of this notebook)")
     @argument("--since", metavar="SPAN", help="with whatif: the stored cells of the last SPAN (30m, 12h, 7d, 2w)")
     @argument("--hours", metavar="H", help="with forecast: the job's length in hours, above 0 up to 48 (default 1)")
     @argument("--per", nargs="+", metavar="N [UNIT]", help="cell magic: carbon per functional unit (SCI) for N "
