@@ -231,6 +231,23 @@ def _energy_sentences(f: Facts) -> list[str]:
     return [text + "."]
 
 
+def _idle_sentences(f: Facts) -> list[str]:
+    """Return what was drawn between the cells (kept with each cell; after the last one it is not)."""
+    t = f.totals
+    if not t.idle_s:
+        return []
+    whole = t.energy_j + t.idle_j
+    share = f" ({_percent(t.idle_j, whole)} of the energy of the cells and the time between them)" if whole > 0 else ""
+    if not t.estimated_components:
+        how = "read from the same counters as the cells"
+    elif t.estimated_components >= set(t.components):
+        how = "estimated by the same model as the cells"
+    else:
+        how = "read and estimated as the cells were"
+    return [f"Between the cells, while none ran, a further {_kwh_and_j(t.idle_j)} was drawn over "
+            f"{fmt.duration(t.idle_s)}{share}, {how}; the time after the last cell is not counted."]
+
+
 def _components_sentences(f: Facts) -> list[str]:
     t = f.totals
     measured = [name for name in t.components if name not in t.estimated_components]
@@ -348,7 +365,7 @@ def _method_sentences(f: Facts) -> list[str]:
 
 
 SENTENCES = (
-    _cells_sentences, _energy_sentences, _components_sentences, _hardware_sentences, _grid_sentences,
+    _cells_sentences, _energy_sentences, _idle_sentences, _components_sentences, _hardware_sentences, _grid_sentences,
     _co2e_sentences, _embodied_sentences, _sci_sentences, _costliest_sentences, _method_sentences,
 )
 

@@ -6,6 +6,7 @@ readings the extension used, caught by wrapping ``Gaps.close`` (the gap is still
 real meter). Every energy is checked against the uncertainty the meter states for it.
 """
 
+import dataclasses
 import re
 import threading
 import time
@@ -237,6 +238,24 @@ def test_history_keeps_each_cells_gap_and_sums_them_per_session(loaded):
     header, session = shown(shell, "%carbon history").splitlines()[1:3]
     assert "between cells" in header
     assert f"  {fmt.energy(sum(r.idle_before_j for r in records)):>13}  " in session
+
+
+def test_the_report_says_what_was_drawn_between_cells_and_how_it_was_known(loaded):
+    from greenjupyter import report
+
+    shell, _ = loaded()
+    for _ in range(2):
+        time.sleep(0.2)
+        run(shell, "pass")
+    records = greenjupyter.cells()
+    cells_j = sum(r.measurement.energy_j for r in records)
+    idle_j, idle_s = sum(r.idle_before_j for r in records), sum(r.idle_before_s for r in records)
+    text = " ".join(report.summary(records, format="text").split())  # the text form wraps its lines
+    assert (f"Between the cells, while none ran, a further {idle_j / 3.6e6:.4g} kWh ({idle_j:.4g} J) was drawn over "
+            f"{fmt.duration(idle_s)} ({idle_j / (cells_j + idle_j) * 100:.3g}% of the energy of the cells and the time "
+            "between them), estimated by the same model as the cells; the time after the last cell is not counted.") in text
+    older = [dataclasses.replace(r, idle_before_j=None, idle_before_s=None) for r in records]  # rows from before
+    assert "Between the cells" not in report.summary(older, format="text")
 
 
 # -- the hint ---------------------------------------------------------------------------------
