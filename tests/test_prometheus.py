@@ -409,6 +409,16 @@ def test_a_long_history_is_read_in_the_background_and_shown_only_whole(tmp_path,
     assert None in seen  # the scrapes before the background read was done showed no history
     assert_matches_history(samples, history(db))
 
+    for suffix in ("", "-wal", "-shm"):  # another long history in its place: shown only whole, too
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    write_history(db, make_cells(15_000, start=7))
+    seen = set()
+    while (cells := collect(collector).get(("greenjupyter_cells_total", ()))) != 15_000:
+        assert cells is None, "a history half read was shown"
+        seen.add(cells)
+        time.sleep(0.01)
+    assert seen == {None}
+
 
 # ------------------------------------------------------------------ the kernels' live files
 

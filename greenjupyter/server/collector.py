@@ -117,7 +117,8 @@ class GreenJupyterCollector:
             self._publish_zero_if_never_read()
             return
         try:
-            self._sums.changed(db, (st.st_dev, st.st_ino))
+            if self._sums.changed(db, (st.st_dev, st.st_ino)):
+                self._published = None  # a new history, like a first one, is shown only once read whole
             while not self._closed:
                 self._sums.read(db, BATCH_ROWS)
                 if not self._sums.behind or (deadline is not None and time.monotonic() > deadline):
@@ -131,7 +132,8 @@ class GreenJupyterCollector:
             db.close()
         if not self._sums.behind or self._published is not None:
             # A first read is shown only whole: a counter that climbed through the history scrape by
-            # scrape would look, to rate(), like all of it had just been used.
+            # scrape would look, to rate(), like all of it had just been used. Once shown, new rows are
+            # shown as they come, even when a burst of them takes more than one scrape.
             self._published = self._sums.sums
 
     def _publish_zero_if_never_read(self) -> None:
