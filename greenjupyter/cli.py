@@ -862,7 +862,6 @@ def _journal_cells(db_path: str, stored: list, since) -> list:
     The next kernel on this database turns them into rows; until then they are shown from the journal.
     """
     from . import journal, runtime
-    from .measurement import CellRecord
     from .store import StoredCell
 
     present = {(c.session, c.entry) for c in stored if c.entry is not None}
@@ -877,8 +876,7 @@ def _journal_cells(db_path: str, stored: list, since) -> list:
             for e in entries:
                 if (session, e.seq) in present:
                     continue
-                record = CellRecord(carbon(journal.measurement_of(e, header)), e.execution_count, e.cell_id,
-                                    header.get("notebook"), e.success, e.error, e.preview)
+                record = e.record(header, carbon)
                 if since is None or record.measurement.started_at >= since:
                     cells.append(StoredCell(record, session, header.get("kernel_id"), header.get("hardware"), e.seq))
         except (OSError, ValueError, KeyError, TypeError) as error:

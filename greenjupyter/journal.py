@@ -36,6 +36,7 @@ except ImportError:  # Windows: no journal; cells reach the database on the samp
 SUPPORTED = fcntl is not None
 
 HEADER_MAGIC, ENTRY_MAGIC, EDGES_MAGIC = b"GJh1", b"GJc1", b"GJc2"
+NO_TEXT = b"\xff\xff"
 FRAME = struct.Struct("<4sI")  # magic, payload length; the payload is followed by its CRC-32
 CRC = struct.Struct("<I")
 # An entry of readings (GJc1): seq, execution count (-1: none), success, components, failed mask,
@@ -47,6 +48,8 @@ FIXED = struct.Struct("<QqBHQQdddddd")
 EDGES = struct.Struct("<QqBQQddddd")
 SUFFIX = ".cells"
 MAX_TEXT_BYTES = 1024  # cell id, preview and error name are short; a longer one is cut
+MAX_ATTACHED_BYTES = 16384  # metrics logged in a cell, as JSON
+ATTACHED = ("metrics", "units", "unit_name", "tag")  # the CellRecord fields an entry may carry
 
 
 def directory_for(db_path: str) -> str:
@@ -67,6 +70,13 @@ class Entry:
     cell_id: str | None
     preview: str
     error: str | None
+    attached: dict | None = None  # what the user attached to the cell: metrics, units, its run's tag
+
+    def record(self, header: dict, finish) -> CellRecord:
+        """Return the cell's CellRecord; ``finish(measurement)`` adds the carbon figures."""
+        attached = {k: v for k, v in (self.attached or {}).items() if k in ATTACHED}
+        return CellRecord(finish(measurement_of(self, header)), self.execution_count, self.cell_id,
+                          header.get("notebook"), self.success, self.error, self.preview, **attached)
 
 
 def header_bytes(header: dict) -> bytes:
@@ -74,7 +84,7 @@ def header_bytes(header: dict) -> bytes:
 
 
 def entry_bytes(seq: int, execution_count, success: bool, start: Reading, stop: Reading, failed, shared,
-                cell_id, preview: str, error) -> bytes:
+                cell_id, preview: str, error, attached=None) -> bytes:
     """Return one framed entry (the cell path's only durable write; kept lean)."""
     n = len(start.values)
     polled = start.variation is not None and stop.variation is not None
@@ -85,15 +95,16 @@ def entry_bytes(seq: int, execution_count, success: bool, start: Reading, stop: 
         seq, -1 if execution_count is None else execution_count, success, n, _mask(failed) if failed else 0,
         _mask(shared) if shared else 0, start.t, start.wall, start.spread_s, stop.t, stop.wall, stop.spread_s,
         polled, *numbers,
-    ) + _texts(cell_id, preview, error)
+    ) + _texts(cell_id, preview, error) + _attached_text(attached)
     return FRAME.pack(ENTRY_MAGIC, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
 
 
 def edges_entry(seq: int, execution_count, success: bool, start: tuple, stop: tuple, failed, shared,
-                cell_id, source: str, error, wall_offset: float) -> bytes:
+                cell_id, source: str, error, wall_offset: float, attached=None) -> bytes:
     """Return one framed entry of two edges from ``Meter.edge()`` as captured (the cell path's only
     durable write, kept lean: no joules are worked out here). ``source`` is the cell's code; its first
-    line is found when the entry is read. The edges' layout must be the one the header describes."""
+    line is found when the entry is read. The edges' layout must be the one the header describes.
+    ``attached``: what the user attached to the cell (a dict of ATTACHED fields), or None."""
     parts = [EDGES.pack(seq, -1 if execution_count is None else execution_count, success,
                         _mask(failed) if failed else 0, _mask(shared) if shared else 0,
                         start[0], start[1], stop[0], stop[1], wall_offset)]
@@ -101,6 +112,7 @@ def edges_entry(seq: int, execution_count, success: bool, start: tuple, stop: tu
         parts.append(src.pack(first))
         parts.append(src.pack(last))
     parts.append(_texts(cell_id, source[:MAX_TEXT_BYTES], error))
+    parts.append(_attached_text(attached))
     payload = b"".join(parts)
     return FRAME.pack(EDGES_MAGIC, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
 
@@ -209,11 +221,20 @@ def _unmask(mask: int) -> frozenset:
     return frozenset(i for i in range(64) if mask >> i & 1)
 
 
+def _attached_text(attached) -> bytes:
+    if not attached:
+        return NO_TEXT
+    data = json.dumps(attached).encode()
+    if len(data) > MAX_ATTACHED_BYTES:  # kept whole or not at all: a cut JSON reads as nothing
+        return NO_TEXT
+    return len(data).to_bytes(2, "little") + data
+
+
 def _texts(*texts) -> bytes:
     out = []
     for text in texts:
         if text is None:
-            out.append(b"\xff\xff")
+            out.append(NO_TEXT)
             continue
         data = text.encode("utf-8", "replace")[:MAX_TEXT_BYTES]
         out.append(len(data).to_bytes(2, "little"))
@@ -233,17 +254,26 @@ def _edges_entry(payload: bytes, header: dict) -> Entry:
                 numbers = struct.unpack_from(f"<{kind['n']}d", payload, offset)
                 offset += 8 * kind["n"]
                 values += numbers
-    cell_id, source, error = _read_texts(payload, offset)
+    cell_id, source, error, attached = _read_texts(payload, offset)
     components = tuple(header["components"])[: len(first)]
     start = Reading((t0 + t1) / 2, (t0 + t1) / 2 + wall_offset, first, 0, components, t1 - t0)
     stop = Reading((u0 + u1) / 2, (u0 + u1) / 2 + wall_offset, last, 0, components, u1 - u0)
     return Entry(seq, None if count < 0 else count, bool(success), start, stop, _unmask(failed), _unmask(shared),
-                 cell_id, first_line(source or ""), error)
+                 cell_id, first_line(source or ""), error, _attached(attached))
+
+
+def _attached(text: str | None) -> dict | None:
+    value = json.loads(text) if text else None
+    return value if isinstance(value, dict) else None
 
 
 def _read_texts(payload: bytes, offset: int) -> list:
+    """Return the cell id, code, error name and attached JSON (None where absent: older entries have three)."""
     texts = []
-    for _ in range(3):
+    for _ in range(4):
+        if offset == len(payload):
+            texts.append(None)
+            continue
         (length,) = struct.unpack_from("<H", payload, offset)
         offset += 2
         if length == 0xFFFF:
@@ -280,7 +310,7 @@ def _entry(payload: bytes, components: tuple[str, ...]) -> Entry:
     start = Reading(t0, wall0, numbers[:n], 0, components[:n], spread0, variation[0])
     stop = Reading(t1, wall1, numbers[n : 2 * n], 0, components[:n], spread1, variation[1])
     return Entry(seq, None if count < 0 else count, bool(success), start, stop, _unmask(failed), _unmask(shared),
-                 texts[0], texts[1] or "", texts[2])
+                 texts[0], texts[1] or "", texts[2], _attached(texts[3]))
 
 
 class JournalWriter:
@@ -410,11 +440,8 @@ def recover(directory: str, store, finish) -> int:
                 session = header["session"]
                 present = store.entries(session)
                 cells = [
-                    StoredCell(
-                        CellRecord(finish(measurement_of(e, header)), e.execution_count, e.cell_id,
-                                   header.get("notebook"), e.success, e.error, e.preview),
-                        session, header.get("kernel_id"), header.get("hardware"), entry=e.seq,
-                    )
+                    StoredCell(e.record(header, finish), session, header.get("kernel_id"), header.get("hardware"),
+                               entry=e.seq)
                     for e in entries if e.seq not in present
                 ]
                 store.add_all(cells)

@@ -281,7 +281,9 @@ def test_a_kernel_on_rapl_killed_after_its_fifth_cell_is_recovered_with_the_coun
     env["GREENJUPYTER_SAMPLE_INTERVAL_S"] = "60"
     with FakePowercap(tmp_path / "powercap", SERVER) as fake:
         env["GREENJUPYTER_POWERCAP_ROOT"] = str(fake.root)
-        run_then_kill(tmp_path, env, ["import time"] + [f"time.sleep(0.2); x = {n}" for n in range(4)])
+        run_then_kill(tmp_path, env, ["import time, greenjupyter"] + [
+            f"time.sleep(0.2); greenjupyter.tag('run-{n // 2}'); greenjupyter.log(accuracy=0.{n}, step={n})"
+            for n in range(4)])
     pending = tmp_path / "history.sqlite.pending"
     data = b"".join(p.read_bytes() for p in pending.iterdir())
     assert data.count(journal.EDGES_MAGIC) == 5 and journal.ENTRY_MAGIC not in data
@@ -292,7 +294,10 @@ def test_a_kernel_on_rapl_killed_after_its_fifth_cell_is_recovered_with_the_coun
         cells = greenjupyter.history()
     finally:
         shell.run_cell("%unload_ext greenjupyter")
-    assert [c.record.source_preview for c in cells] == ["import time"] + [f"time.sleep(0.2); x = {n}" for n in range(4)]
+    assert [c.record.execution_count for c in cells] == [2, 3, 4, 5, 6]
+    # What the user attached, and the run's tag, came through the kill too.
+    assert [c.record.tag for c in cells] == [None, "run-0", "run-0", "run-1", "run-1"]
+    assert [c.record.metrics for c in cells] == [{}] + [{"accuracy": n / 10, "step": n} for n in range(4)]
     watts = fake.total_watts()
     for cell in cells[1:]:
         m = cell.record.measurement

@@ -175,25 +175,28 @@ class CellRecorder:
             seq, self._seq = self._seq, self._seq + 1
             self._closed.append((seq, start, stop, info, count, error_name, measurement, attached))
             if self.journal is not None:  # queued first: a journal file is deleted only once its cells are in
-                self.journal.append(self._journal_entry(seq, count, error is None, start, stop, info, error_name))
+                self.journal.append(self._journal_entry(seq, count, error is None, start, stop, info, error_name,
+                                                        attached))
             if len(self._closed) > QUEUE_LIMIT or self.budget.limit is not None:
                 self.finish()  # a budget's notice belongs under the cell that passed it
         except Exception as error:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
 
-    def _journal_entry(self, seq, count, success, start, stop, info, error_name) -> bytes:
+    def _journal_entry(self, seq, count, success, start, stop, info, error_name, attached) -> bytes:
         meter, cell_id = self.meter, getattr(info, "cell_id", None)
+        if self._tags:  # what the user attached, and the run's tag, survive a kill too
+            attached = {**(attached or {}), "tag": self._tag_of(seq)}
         if self._journal_layout is None:
             self.journal.header()  # written once, at the first file; it sets the layout its entries follow
         if type(start) is tuple and start[2] is stop[2] is self._journal_layout:  # the cell path's usual case
             failed, shared = meter.flags_between(start[4], stop[4], start[5], stop[5])
             return journal.edges_entry(seq, count, success, start, stop, failed, shared, cell_id, info.raw_cell,
-                                       error_name, meter.wall_offset)
+                                       error_name, meter.wall_offset, attached)
         if type(start) is tuple:  # sources were added since the journal's header was written
             start, stop = meter.reading(start), meter.reading(stop)
         failed, shared = meter.window_flags(start, stop)
         return journal.entry_bytes(seq, count, success, start, stop, failed, shared, cell_id,
-                                   journal.first_line(info.raw_cell), error_name)
+                                   journal.first_line(info.raw_cell), error_name, attached)
 
     def finish(self) -> None:
         """Turn every queued reading into a CellRecord and its row (any thread; cheap when there is none).
