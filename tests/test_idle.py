@@ -219,6 +219,9 @@ def test_the_sidebar_gets_the_energy_between_cells_up_to_when_it_was_sent(loaded
     grew = second["idle_s"] - first["idle_s"]
     assert before_second - after_first <= grew <= after_second - before_first
     assert second["idle_j"] >= first["idle_j"] >= 0
+    now = recorder.meter.snapshot()  # shown live without the sampler's peak and bound: the same energy
+    live, full = recorder.gaps.pending(now), recorder.meter.measurement(recorder.gaps.last, now)
+    assert (live.energy_j, live.duration_s, live.components) == (full.energy_j, full.duration_s, full.components)
     run(shell, "b = 2")  # the gap is closed: the next totals keep it, and go on from this cell's end
     stream.on_cell(greenjupyter.cells()[-1])
     stream.update()
