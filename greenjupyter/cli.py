@@ -873,10 +873,10 @@ def _journal_cells(db_path: str, stored: list, since) -> list:
                 continue
             carbon = carbon or runtime.carbon_adder()
             session = header["session"]
-            for e in entries:
+            for previous, e in zip([None] + entries, entries):
                 if (session, e.seq) in present:
                     continue
-                record = e.record(header, carbon)
+                record = e.record(header, carbon, previous)
                 if since is None or record.measurement.started_at >= since:
                     cells.append(StoredCell(record, session, header.get("kernel_id"), header.get("hardware"), e.seq))
         except (OSError, ValueError, KeyError, TypeError) as error:

@@ -72,9 +72,13 @@ class Entry:
     error: str | None
     attached: dict | None = None  # what the user attached to the cell: metrics, units, its run's tag
 
-    def record(self, header: dict, finish) -> CellRecord:
-        """Return the cell's CellRecord; ``finish(measurement)`` adds the carbon figures."""
+    def record(self, header: dict, finish, previous: "Entry | None" = None) -> CellRecord:
+        """Return the cell's CellRecord; ``finish(measurement)`` adds the carbon figures. ``previous``,
+        the entry of the cell that ended just before it, gives the energy drawn between the two."""
         attached = {k: v for k, v in (self.attached or {}).items() if k in ATTACHED}
+        if previous is not None and previous.seq == self.seq - 1 and previous.stop.t <= self.start.t:
+            gap = window_measurement(previous.stop, self.start, component_info(header))
+            attached.update(idle_before_j=gap.energy_j, idle_before_s=gap.duration_s)
         return CellRecord(finish(measurement_of(self, header)), self.execution_count, self.cell_id,
                           header.get("notebook"), self.success, self.error, self.preview, **attached)
 
@@ -440,9 +444,9 @@ def recover(directory: str, store, finish) -> int:
                 session = header["session"]
                 present = store.entries(session)
                 cells = [
-                    StoredCell(e.record(header, finish), session, header.get("kernel_id"), header.get("hardware"),
-                               entry=e.seq)
-                    for e in entries if e.seq not in present
+                    StoredCell(e.record(header, finish, previous), session, header.get("kernel_id"),
+                               header.get("hardware"), entry=e.seq)
+                    for previous, e in zip([None] + entries, entries) if e.seq not in present
                 ]
                 store.add_all(cells)
                 added += len(cells)

@@ -299,6 +299,12 @@ def test_a_kernel_on_rapl_killed_after_its_fifth_cell_is_recovered_with_the_coun
     assert [c.record.tag for c in cells] == [None, "run-0", "run-0", "run-1", "run-1"]
     assert [c.record.metrics for c in cells] == [{}] + [{"accuracy": n / 10, "step": n} for n in range(4)]
     watts = fake.total_watts()
+    # The time between two journaled cells is worked out too (the first cell's previous one is not in it).
+    assert cells[0].record.idle_before_s is None
+    for cell in cells[1:]:
+        gap = cell.record.idle_before_s
+        assert 0 < gap < 30
+        assert cell.record.idle_before_j == pytest.approx(watts * gap, abs=watts * 0.003)
     for cell in cells[1:]:
         m = cell.record.measurement
         assert sorted(m.components) == ["cpu:package-0", "cpu:package-1", "dram:0", "dram:1"] and not m.estimated
