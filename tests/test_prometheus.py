@@ -337,6 +337,25 @@ def test_a_replaced_or_pruned_history_starts_the_counters_over(tmp_path):
     assert_matches_history(caught_up(collector, 3), history(db))
 
 
+def test_a_locked_database_holds_a_scrape_back_briefly_and_keeps_the_figures(tmp_path):
+    db = tmp_path / "history.sqlite"
+    write_history(db, make_cells(5))
+    collector = GreenJupyterCollector(str(db))
+    caught_up(collector, 5)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = DELETE")  # a rollback journal: a writer's lock keeps readers out
+    writer.execute("BEGIN EXCLUSIVE")
+    started = time.monotonic()
+    samples = collect(collector)
+    # The scrape waits 20 ms for the lock, not SQLite's default 5 s; 2 s leaves room for a busy machine.
+    assert time.monotonic() - started < 2
+    assert samples[("greenjupyter_cells_total", ())] == 5  # the figures stay, no counter reset
+    writer.execute("ROLLBACK")
+    writer.close()
+    write_history(db, make_cells(2, start=5))
+    assert_matches_history(caught_up(collector, 7), history(db))
+
+
 def test_a_missing_or_foreign_database_gives_zeros_and_one_log_line(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="greenjupyter")
     missing = GreenJupyterCollector(str(tmp_path / "none.sqlite"))

@@ -18,14 +18,15 @@ import os
 import sqlite3
 import threading
 import time
+from urllib.parse import quote
 
 from .. import live_status
-from ..store import _connect_read_only
 from .history_sums import BUCKETS_J, HistorySums, Snapshot
 
 CACHE_S = 5.0
-BATCH_ROWS = 1000  # rows per read (about 5 ms on a 2-core VM)
+BATCH_ROWS = 500  # rows per read (a few ms on a 2-core VM): a scrape overruns its budget by one at most
 SCRAPE_BUDGET_S = 0.02  # a scrape reads batches for this long at most, then leaves the rest to a background thread
+LOCK_WAIT_S = 0.02  # a scrape waits this long at most for a database locked by a writer (WAL rarely is)
 
 
 class GreenJupyterCollector:
@@ -80,7 +81,7 @@ class GreenJupyterCollector:
     def _catch_up(self) -> None:
         try:
             with self._lock:
-                self._read(deadline=None)
+                self._read(deadline=None, lock_wait_s=2.0)
         except Exception as error:  # a thread's exception would only reach stderr
             self._say(f"could not read the history database {self.db_path} ({error!r})")
         finally:
@@ -89,13 +90,13 @@ class GreenJupyterCollector:
     def _refresh(self) -> None:
         if self._lock.acquire(blocking=False):  # else the catch-up is reading: show what it has so far
             try:
-                self._read(deadline=time.monotonic() + SCRAPE_BUDGET_S)
+                self._read(deadline=time.monotonic() + SCRAPE_BUDGET_S, lock_wait_s=LOCK_WAIT_S)
             finally:
                 self._lock.release()
         if self._sums.behind:
             self.start_catch_up()
 
-    def _read(self, deadline: float | None) -> None:
+    def _read(self, deadline: float | None, lock_wait_s: float) -> None:
         """Add new rows until caught up or past ``deadline``; publish the sums once caught up."""
         try:
             st = os.stat(self.db_path)
@@ -111,7 +112,7 @@ class GreenJupyterCollector:
             self._publish_zero_if_never_read()
             return
         try:
-            db = _connect_read_only(self.db_path)
+            db = _connect(self.db_path, lock_wait_s)
         except sqlite3.Error as error:
             self._say(f"cannot open the history database {self.db_path} ({error})")
             self._publish_zero_if_never_read()
@@ -125,6 +126,8 @@ class GreenJupyterCollector:
                     break
             self._problem = None
         except sqlite3.Error as error:
+            if any(word in str(error) for word in ("locked", "busy")):
+                return  # a writer holds it: the next scrape reads on, these figures stay
             self._say(f"cannot read the history database {self.db_path} ({error}); is it a greenjupyter history?")
             self._publish_zero_if_never_read()
             return
@@ -145,6 +148,12 @@ class GreenJupyterCollector:
         if problem != self._problem:
             self._problem = problem
             self.log.log(level, "greenjupyter: %s", problem)
+
+
+def _connect(path: str, lock_wait_s: float) -> sqlite3.Connection:
+    """Open ``path`` read-only (``mode=ro``: nothing is written to it), waiting at most ``lock_wait_s`` for locks."""
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=lock_wait_s)
 
 
 def _families(sums: Snapshot | None, power: dict, kernels: int) -> list:
