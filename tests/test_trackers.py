@@ -62,7 +62,8 @@ def test_an_mlflow_run_gets_each_cell_at_its_execution_count_and_the_session_tot
     logged = range(first, last + 1)
     assert before in records and after in records  # measured, only not logged
     m = {n: records[n].measurement for n in logged}
-    assert all(m[n].energy_j > 0 and m[n].co2e_g > 0 for n in logged)  # the fake RAPL draws 120 W
+    # Not all zero (the fake RAPL draws 120 W; a cell of a millisecond may see no counter update).
+    assert sum(x.energy_j for x in m.values()) > 1.0 and sum(x.co2e_g for x in m.values()) > 0
     # Steps are execution counts; the values are the records', as greenjupyter keeps them.
     assert history(mlflow_store, run_id, "greenjupyter_energy_j") == [(n, m[n].energy_j) for n in logged]
     assert history(mlflow_store, run_id, "greenjupyter_co2e_g") == [(n, m[n].co2e_g) for n in logged]
@@ -101,7 +102,7 @@ def test_mlflow_gets_nothing_unless_the_setting_lets_it(powercap, shell, mlflow_
     extension.current_recorder().trackers.flush()
     assert set(counts) <= set(records_by_count())
     assert mlflow_store.get_run(shell.user_ns["run"].info.run_id).data.metrics == {}
-    assert not [t for t in threading.enumerate() if t.name == "greenjupyter-trackers"]
+    assert extension.current_recorder().trackers._thread is None  # no sending thread was ever needed
 
 
 def test_a_bad_trackers_value_is_refused_with_what_is_accepted(shell):
@@ -200,6 +201,7 @@ def wandb_rows(run_dir):
             at += block - at % block
             continue
         _checksum, length, kind = struct.unpack_from("<IHB", data, at)
+        assert at + 7 + length <= len(data), "the run's log ends inside a record"
         chunk, at = data[at + 7:at + 7 + length], at + 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk  # FULL or FIRST start a record
         if kind in (1, 4):  # FULL or LAST end it
@@ -217,19 +219,21 @@ def wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     wandb = pytest.importorskip("wandb")
-    yield
+    yield wandb
     if wandb.run is not None:
         wandb.run.finish()
     wandb.teardown()  # stops W&B's service process
 
 
 def test_a_wandb_run_gets_each_cell_even_when_the_next_cell_finishes_it(powercap, shell, wandb_offline):
+    wandb = wandb_offline
     first = run(shell, "import wandb\nrun = wandb.init(project='greenjupyter-test', "
                        "settings=wandb.Settings(console='off', x_disable_stats=True))")
     run(shell, WORK)
     own = run(shell, "run.log({'loss': 0.5})")  # the notebook's own rows keep their values
     last = run(shell, WORK)
     run(shell, "run.finish()")  # at once, as Run All does: the last cell's row must be in before
+    wandb.teardown()  # W&B's process writes the log's last records as it exits
     rows = wandb_rows(os.path.dirname(shell.user_ns["run"].dir))
 
     records = records_by_count()
@@ -238,10 +242,10 @@ def test_a_wandb_run_gets_each_cell_even_when_the_next_cell_finishes_it(powercap
     assert [row[trackers.STEP] for row in ours] == list(logged)
     for row in ours:
         m = records[row[trackers.STEP]].measurement
-        assert m.energy_j > 0
         assert (row["greenjupyter_energy_j"], row["greenjupyter_co2e_g"], row["greenjupyter_duration_s"]) == (
             m.energy_j, m.co2e_g, m.duration_s)
     total = sum(records[n].measurement.energy_j for n in logged)
+    assert total > 1.0  # not all zero: the fake RAPL draws 120 W
     assert ours[-1]["greenjupyter_session_energy_j"] == pytest.approx(total, rel=1e-12)
     assert ours[-1]["greenjupyter_session_cells"] == len(logged)
     assert [row["loss"] for row in rows if "loss" in row] == [0.5]
