@@ -49,6 +49,11 @@ def history(client, run_id, key):
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
+def run_dir(client, run_id):
+    """Return the folder a file store keeps the run in (its artifacts folder's parent)."""
+    return os.path.dirname(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+
+
 def test_an_mlflow_run_gets_each_cell_at_its_execution_count_and_the_session_totals(powercap, shell, mlflow_store):
     before = run(shell, "import mlflow")  # imported, no run yet: nothing to log to
     first = run(shell, "run = mlflow.start_run()")
@@ -122,7 +127,7 @@ def test_a_run_deleted_under_us_gets_one_notice_and_the_cells_carry_on(powercap,
     recorder.trackers.flush()
     run_id = shell.user_ns["run"].info.run_id
     assert history(mlflow_store, run_id, "greenjupyter_energy_j")[-1][0] == kept
-    shutil.rmtree(mlflow_store.get_run(run_id).info.artifact_uri.removeprefix("file://").rsplit("/", 1)[0])
+    shutil.rmtree(run_dir(mlflow_store, run_id))
 
     counts = [run(shell, f"y{i} = {i}") for i in range(3)]
     recorder.trackers.flush()
@@ -142,8 +147,7 @@ def test_a_tracker_that_hangs_holds_up_neither_cells_nor_unload(powercap, shell,
     run(shell, "pass")
     extension.current_recorder().trackers.flush()
     run_id = shell.user_ns["run"].info.run_id
-    run_dir = mlflow_store.get_run(run_id).info.artifact_uri.removeprefix("file://").rsplit("/", 1)[0]
-    fifo = os.path.join(run_dir, "metrics", "greenjupyter_energy_j")
+    fifo = os.path.join(run_dir(mlflow_store, run_id), "metrics", "greenjupyter_energy_j")
     os.remove(fifo)
     os.mkfifo(fifo)
     sender = []
