@@ -38,6 +38,7 @@ class Range(NamedTuple):
 LIMITS = {
     "sample_interval_s": Range(0.01, 60.0),
     "history_s": Range(1.0, 86400.0),
+    "cluster_timeout_s": Range(0.0, 60.0, low_excluded=True),
     "cells_kept": Range(1, 1_000_000),
     "pue": Range(1.0, 3.0),
     "intensity_g_per_kwh": Range(0.0, 2000.0),
@@ -64,6 +65,14 @@ class GreenJupyter(Configurable):
     ).tag(config=True)
     history_s = Float(3600.0, help="Seconds of power samples kept in memory (1 to 86400).").tag(config=True)
     cells_kept = Int(1000, help="Cell records kept in memory; session totals count every cell.").tag(config=True)
+    cluster = Enum(
+        ["auto", "off"], default_value="auto",
+        help="Measure a cell's work on the Dask cluster of the kernel's active distributed client (auto), or not (off).",
+    ).tag(config=True)
+    cluster_timeout_s = Float(
+        2.0, help="Seconds (above 0, up to 60) a Dask cluster has to answer a cell's edge read; later, the "
+        "cell lists 'cluster' as failed. Cells never wait for it."
+    ).tag(config=True)
     region = Unicode(
         "",
         help="Where the electricity comes from: a country (FR, FRA, France), a US state (US-CA), a Canadian "

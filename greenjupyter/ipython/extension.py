@@ -11,6 +11,7 @@ import uuid
 from collections import deque
 
 from .. import journal, runtime, trackers
+from ..cluster import ClusterMeter
 from ..idle import Gaps, check_hint
 from ..measurement import CellRecord, Measurement
 from ..meter import Meter, Reading
@@ -58,6 +59,7 @@ class CellRecorder:
         self.stream = None  # the live stream to the sidebar, in a kernel
         self.budget = Budget(shell, self)
         self.monitor = None  # the %carbon monitor widget, once shown
+        self.cluster = ClusterMeter()  # a cell's work on the Dask cluster of an active client
         self.trackers = trackers.Trackers(self)  # logs cells to an active MLflow or W&B run
         self._records: deque[CellRecord] = deque(maxlen=cells_kept)
         self._totals = Totals()
@@ -103,6 +105,7 @@ class CellRecorder:
             meter = self.meter
             meter.wait_ready()  # the first cell waits for GPU detection
             self._open.append([meter.edge(), info, None, None])
+            self.cluster.begin(info)  # one dict lookup unless distributed is imported
         except Exception as error:
             notice("pre_run_cell", f"could not start measuring a cell ({error!r}); cells are not affected")
 
@@ -170,6 +173,7 @@ class CellRecorder:
                 measurement, start, stop = handed
             else:  # two edges, as captured: turned into joules on the sampler's thread
                 stop = self.meter.edge()
+                self.cluster.end(info)  # nothing to do unless the cell began with a Dask client
             if "mlflow" in sys.modules or "wandb" in sys.modules:  # before queueing: its record looks for this
                 self.trackers.capture(count)
             seq, self._seq = self._seq, self._seq + 1
@@ -227,8 +231,9 @@ class CellRecorder:
         if type(start) is tuple:  # the hooks' edges (a %%carbon cell hands Readings)
             start, stop = self.meter.reading(start), self.meter.reading(stop)
         gap = self.gaps.close(start, stop)  # from the previous cell's end to this one's start
+        cluster = self.cluster.take(info)  # a %%carbon cell keeps the kernel's figure only
         if measurement is None:  # else a %%carbon cell: the magic's own Measurement, CO2e included
-            measurement = carbon(self.meter.measurement(start, stop))
+            measurement = carbon(self.cluster.merge(self.meter.measurement(start, stop), cluster, self.meter))
         record = CellRecord(
             idle_before_j=None if gap is None else gap.energy_j,
             idle_before_s=None if gap is None else gap.duration_s,
@@ -329,6 +334,7 @@ class CellRecorder:
         atexit.unregister(self._close_journal)
         self._close_journal()
         self.trackers.close()
+        self.cluster.close()  # after the last records: they wait for its reads
 
     def _close_journal(self) -> None:
         """Write what is left to the database; delete the journal if all of it is in."""
