@@ -727,8 +727,9 @@ def cmd_history(args) -> int:
         print(history_cells_table(cells, _scope(args)))
     else:
         from .history import sessions
+        from .idle import add_to_sessions
 
-        print(sessions_table(sessions(cells), _scope(args)))
+        print(sessions_table(add_to_sessions(sessions(cells), cells), _scope(args)))
     return OK
 
 
@@ -888,17 +889,20 @@ def _journal_cells(db_path: str, stored: list, since) -> list:
 
 
 def sessions_table(groups, scope: str = "") -> str:
+    """Return the sessions (greenjupyter.history.sessions) as a table; the energy between cells where a
+    group has ``idle_j`` (idle.add_to_sessions), else n/a (rows written before it was kept)."""
     if not groups:
         return f"greenjupyter history: no sessions{scope}"
     lines = [
         f"greenjupyter history: {len(groups)} session{'s' if len(groups) != 1 else ''}{scope}, newest first",
         (f"  {'started (UTC)':<16}  {'session':<{SESSION_SHOWN}}  {'cells':>5}  {'duration':>9}  {'energy':>9}  "
-         f"{'CO2e':>9}  {'kind':<9}  notebook"),
+         f"{'between cells':>13}  {'CO2e':>9}  {'kind':<9}  notebook"),
     ]
     for g in groups:
+        between = fmt.energy(g["idle_j"]) if "idle_j" in g else "n/a"
         lines.append(
             f"  {_utc(g['started_at'])}  {g['session'][:SESSION_SHOWN]:<{SESSION_SHOWN}}  {g['cells']:>5}  "
-            f"{fmt.duration(g['duration_s']):>9}  {fmt.energy(g['energy_j']):>9}  {fmt.co2e(g['co2e_g']):>9}  "
+            f"{fmt.duration(g['duration_s']):>9}  {fmt.energy(g['energy_j']):>9}  {between:>13}  {fmt.co2e(g['co2e_g']):>9}  "
             f"{'estimated' if g['estimated'] else 'measured':<9}  {fmt.printable(g['notebook']) or '(outside a notebook)'}"
         )
     return "\n".join(lines)

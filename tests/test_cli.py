@@ -572,3 +572,20 @@ def test_history_right_after_a_killed_kernel_shows_its_journal_and_writes_nothin
     assert "1 session" in capsys.readouterr().out
     assert fingerprint(db_path) == before
     assert {name: fingerprint(os.path.join(pending, name)) for name in os.listdir(pending)} == journals
+
+
+def test_history_sums_the_energy_between_cells_per_session_and_says_n_a_for_older_rows(tmp_path, capsys):
+    path = seed(tmp_path, sessions=("aaaa1111",))  # rows written before the gaps were kept
+    store = Store(path)
+    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    for count, gap_j in ((1, 0.25), (2, 0.5)):
+        m = Measurement(start + timedelta(seconds=count), 0.5, 2.0, {"cpu:process": 2.0}, True, 4.0, 4.0,
+                        estimated_components=("cpu:process",))
+        record = CellRecord(m, count, idle_before_j=gap_j, idle_before_s=30.0)
+        store.add(StoredCell(record, "cccc3333", "kernel", "cpu"))
+    store.close()
+    assert cli.main(["--db", path, "history"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()[1:]
+    at = header.index("between cells")
+    between = {row.split()[2]: row[at:at + len("between cells")].strip() for row in rows}
+    assert between == {"cccc3333": "750 mJ", "aaaa1111": "n/a"}
