@@ -23,6 +23,8 @@ from .notices import notice
 ACCEPTED_METRIC = "a finite real number (int, float, a NumPy scalar, a one-element array or tensor), not a bool"
 # A metric whose name contains one of these is better when lower; any other when higher.
 LOWER_IS_BETTER = ("loss", "error", "rmse", "mse", "mae", "perplexity")
+# A logged value the scatter can draw: matplotlib's margins and ticks overflow for spans near the float maximum.
+PLOTTABLE = 1e300
 NOT_LOADED = "greenjupyter is not loaded: run %load_ext greenjupyter first"
 
 
@@ -227,6 +229,9 @@ class Comparison:
         scored = [r for r in self.runs if self.metric in r.metrics]
         if not scored:
             raise GreenJupyterError("no metric to plot: greenjupyter.log(accuracy=...) in the cells of tagged runs")
+        if any(abs(r.metrics[self.metric]) > PLOTTABLE for r in scored):
+            raise GreenJupyterError(f"{fmt.printable(self.metric)} values beyond ±{PLOTTABLE:g} cannot be plotted; "
+                                    "the table shows them")
         unit, scale = _energy_unit(max(r.energy_j for r in scored))
         fig = _new_figure(figsize=(7, 4.5))
         ax = fig.add_subplot()

@@ -121,7 +121,9 @@ def test_spans_up_to_2000_years_are_accepted(tmp_path, capsys):
 
 SEED = 20251111
 CALLS = 1000
-OPTIONS = ["-q", "-o", "--output", "-n", "--last", "--region", "--format", "--stop", "--quiet", "-", "--", "-x", "--nope"]
+OPTIONS = ["-q", "-o", "--output", "-n", "--last", "--region", "--format", "--stop", "--quiet", "-", "--", "-x", "--nope",
+           "--regions", "--notebook", "--since", "--hours", "--metric", "--per", "--all", "--lower-is-better",
+           "--higher-is-better", "--lower", "--regions=", "--per="]
 WORDS = [
     "", "x", "m", "result", "__builtins__", "_", "In", "Out", "get_ipython", "print", "class", "ｐｒｉｎｔ",
     "FR", "US-CA", "us-central1", "aws:eu-west-3", "Frnace", "XX", "50g", "2Wh", "0g", "-1g", "1e309g", "nan g",
@@ -132,11 +134,17 @@ WORDS = [
     "'", '"', "\\", "'unbalanced", 'un"balanced', "'quoted words'", '"a \\" b"', "\\'", "é", "漢字", "🌍",
     "\u202eevil", "\x1b]0;pwned\x07", "\x1b[2J", "\x00", "\t", "\x7f", "-o=x", "--region=", "--format=",
     "-n=3", "-n3", "-qo", "x" * 1500,
+    "FR,us-central1,aws:eu-north-1", "FR,,Frnace", ",", "gcp:", "aws:eu-north-1,\x1b[2J", "7d", "30m", "0s", "2w",
+    "4", "48", "48.01", "0.001", "1e-300", "accuracy", "loss", "Accuracy", "1797 predictions", "1e3 rows",
+    "'1797 predictions'", "0 rows", "-5 rows", "1000", "predictions", "x.ipynb", "/no/such.ipynb",
 ]
 # Calls that should work, mixed in so that every action is also reached past its checks.
 VALID = ["", "totals", "sources", "cells", "cells -n 3", "-n 1 cells", "config", "config pue=1.2 region=FR",
          "history", "report --format text", "export cells.csv", "export 'my cells.json'",
-         "budget", "budget 50g", "budget clear", "-q", "-o m", "-q -o result", "--region US-CA", "-q --region FR"]
+         "budget", "budget 50g", "budget clear", "-q", "-o m", "-q -o result", "--region US-CA", "-q --region FR",
+         "whatif", "whatif --regions FR,us-central1,aws:eu-north-1", "whatif --since 7d", "whatif --notebook x.ipynb",
+         "forecast", "forecast --hours 4", "compare", "compare --metric accuracy", "compare --all --metric loss",
+         "compare --higher-is-better", "--per 1000 predictions", "-q --per '1e3 rows'", "--per 1797 --region FR"]
 ALPHABET = "ab09 -_=.:'\"\\`$%@!?*#|<>(),;~^&" + "é漢🌍\u202e\u200b\x1b\x07\x00\x7f\t"
 # Nothing a fuzzed call does may reach outside tmp_path: no path separators or expansions in an
 # export, and none of the settings that name places or turn on the network.
@@ -156,12 +164,14 @@ def fuzz_line(rng):
         return " ".join(rng.choice(OPTIONS) + rng.choice(["", " ", "="]) + rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
     if kind < 0.9:  # random characters
         return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 40)))
-    return rng.choice(["report --format ", "cells -n ", "budget ", "config pue=", "export "]) + rng.choice(
+    return rng.choice(["report --format ", "cells -n ", "budget ", "config pue=", "export ", "whatif --regions ",
+                       "whatif --since ", "forecast --hours ", "compare --metric ", "--per "]) + rng.choice(
         ["9" * rng.randint(20, 400), "-" + "9" * 30, "nan", "1e308", "0x10", "1_000", "+inf", "".join(rng.choice(ALPHABET) for _ in range(1500))]
     )
 
 
-ACTIONS_AND_JUNK = ["totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor", "", "bogus", "CELLS", "cell"]
+ACTIONS_AND_JUNK = ["totals", "sources", "cells", "config", "history", "report", "export", "budget", "monitor", "", "bogus", "CELLS", "cell",
+                    "whatif", "forecast", "compare", "what-if", "help"]
 
 
 def guarded(line):
@@ -197,6 +207,10 @@ def test_fuzzed_magic_arguments_give_usage_errors_or_clean_messages_and_cells_st
     shell, rng, started, cpu = fuzz_shell, random.Random(SEED), time.perf_counter(), time.process_time()
     outcomes = {"ok": 0, "usage": 0}
     before = {p for p in tmp_path.parent.iterdir()}
+    # Two tagged runs with metrics, so that compare gets past its checks to the table and the scatter.
+    for tag, accuracy in (("run-a", 0.9), ("run-b", 0.95)):
+        shell.run_cell(f"import greenjupyter; greenjupyter.tag({tag!r}); greenjupyter.log(accuracy={accuracy}, loss=0.1)")
+    shell.run_cell("greenjupyter.tag(None)")
     for i in range(CALLS):
         line = guarded(fuzz_line(rng))
         source = f"%carbon {line}" if i % 2 == 0 else f"%%carbon {line}\nfuzz_cell = {i}"
@@ -220,3 +234,19 @@ def test_fuzzed_magic_arguments_give_usage_errors_or_clean_messages_and_cells_st
     assert outcomes["ok"] > 100 and outcomes["usage"] > 300  # both kinds were reached
     assert {p for p in tmp_path.parent.iterdir()} == before  # nothing written beside tmp_path
     assert all(p.parent == tmp_path for p in tmp_path.glob("*.*") if p.suffix in (".csv", ".json"))
+
+
+def test_compare_of_metrics_too_large_to_plot_shows_the_table_and_says_why_there_is_no_scatter(shell):
+    # Finite, so log() keeps them; drawn, they overflowed matplotlib's axis margins into a traceback.
+    for tag, loss in (("huge", 1e308), ("negative", -1e308), ("usual", 0.2)):
+        shell.run_cell(f"import greenjupyter; greenjupyter.tag({tag!r}); greenjupyter.log(loss={loss})")
+    with capture_output() as captured:
+        result = shell.run_cell("%carbon compare --metric loss")
+    assert result.success
+    said = captured.stdout + captured.stderr
+    assert "Traceback" not in said and "Error" not in said, said[-2000:]
+    assert "greenjupyter: no figure (loss values beyond ±1e+300 cannot be plotted; the table shows them)" in said
+    (table,) = captured.outputs
+    for tag, shown in (("huge", "1e+308"), ("negative", "-1e+308"), ("usual", "0.2")):
+        row = next(line for line in table.data["text/plain"].splitlines() if f" {tag} " in line)
+        assert row.split()[-1] == shown, row
