@@ -35,11 +35,11 @@ from typing import NamedTuple
 from .measurement import Measurement
 from .notices import notice
 from .sources.base import STEP_SLACK_S
+from .sources.nvml import COUNTER_PERIOD_S as NVML_PERIOD_S
+from .sources.rapl import UPDATE_PERIOD_S as RAPL_PERIOD_S
 
 HOST_ID_ENV = "GREENJUPYTER_HOST_ID"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-RAPL_PERIOD_S = 0.001  # as in sources/rapl.py
-NVML_PERIOD_S = 0.1  # as in sources/nvml.py
 # While a cell runs the counters are also read between its edges, so that none can wrap twice
 # between two reads: half the shortest time any counter takes to wrap at its highest power.
 LONGEST_POLL_S = 30.0

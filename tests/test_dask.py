@@ -11,7 +11,9 @@ taken back to the edge at the rate between two reads. That is exact while power 
 from the edge to the second read, which the cells below arrange for hostB (its steps fall well
 inside the window). What is left is one counter update (1 ms) per edge and the rate's own
 quantisation, about 0.1 % of a 1.8 s window; 1 % leaves room for a fake writer descheduled for a
-few milliseconds on a busy machine.
+few milliseconds on a busy machine. Where the workers' clock is not the kernel's (another
+machine), each read is placed halfway through its round trip, off by up to half of it, which on a
+busy machine can be tens of milliseconds: there the figure is held to the uncertainty it states.
 """
 
 from __future__ import annotations
@@ -145,7 +147,11 @@ def test_a_cells_dask_work_counts_once_per_host_within_one_percent(hosts, dask_c
                 for host, fake in hosts.items() for component, joules in host_truth(fake, t0, t1).items()}
     assert set(cluster) == set(expected), (cluster, m.failed_components)  # hostA's two workers: counted once
     for name, truth in expected.items():
-        assert cluster[name] == pytest.approx(truth, rel=0.01), (name, cluster[name], truth)
+        error = abs(cluster[name] - truth)
+        if clock == "shared":
+            assert error <= 0.01 * truth, (name, cluster[name], truth)
+        else:  # each read is placed halfway through its round trip: off by up to half of it, as stated
+            assert error <= max(0.01 * truth, m.uncertainty_j), (name, cluster[name], truth, m.uncertainty_j)
     assert not m.failed_components
     assert not any(name.startswith("cluster:") for name in m.estimated_components)  # both hosts have counters
     assert m.energy_j == pytest.approx(sum(m.components.values()))
