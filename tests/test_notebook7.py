@@ -52,10 +52,27 @@ def wait_prompt(page, index, count, timeout=30000):
                            timeout=timeout)
 
 
-def wait_badges(page, count, timeout=15000):
+def expect_count(locator, count, timeout):
     from playwright.sync_api import expect
 
-    expect(page.locator(f"{CELLS} .gj-cell-badge")).to_have_count(count, timeout=timeout)
+    expect(locator).to_have_count(count, timeout=timeout)
+
+
+def wait_saved(path, saved, timeout_s=30):
+    """Wait until `saved(the execution counts in the file)`; the server may be writing it meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if saved([cell["execution_count"] for cell in json.loads(path.read_text())["cells"]]):
+                return
+        except ValueError:  # read halfway through a write
+            pass
+        assert time.monotonic() < deadline, f"{path.name} was not saved"
+        time.sleep(0.2)
+
+
+def wait_badges(page, count, timeout=15000):
+    expect_count(page.locator(f"{CELLS} .gj-cell-badge"), count, timeout)
 
 
 BUSY_2S = "import time\nt = time.time()\nwhile time.time() - t < 2:\n    pass"
@@ -93,10 +110,7 @@ def test_sidebar_badges_and_a_reload_in_notebook_7(page, notebook7):
     # Saved with these four runs; then a cell runs that is never saved, and cell 2 runs again unsaved.
     page.keyboard.press("Escape")
     page.keyboard.press("Control+s")
-    deadline = time.monotonic() + 30
-    while [cell["execution_count"] for cell in json.loads((root / "nb7.ipynb").read_text())["cells"]][:4] != [1, 2, 3, 4]:
-        assert time.monotonic() < deadline, "the notebook was not saved"
-        time.sleep(0.2)
+    wait_saved(root / "nb7.ipynb", lambda counts: counts[:4] == [1, 2, 3, 4])
     run_cell(page, 5)
     wait_prompt(page, 5, 5)
     run_cell(page, 2, wait=False)
@@ -131,3 +145,42 @@ def test_sidebar_badges_and_a_reload_in_notebook_7(page, notebook7):
     wait_badges(page, 0)
     assert page.dialogs == []
     assert console_errors(page, NOTEBOOK_NOISE) == []
+
+
+def test_cells_rendered_late_get_their_badges(page, notebook7):
+    """With windowing "full" a notebook renders only the cells near the view: after a reload, the
+    last cells of a long notebook are not rendered when their records arrive, and get their badges
+    when they are scrolled to."""
+    root = notebook7["root"]
+    settings = root.parent / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True, exist_ok=True)
+    windowing = settings / "tracker.jupyterlab-settings"
+    windowing.write_text(json.dumps({"windowingMode": "full"}))
+    try:
+        cells = 150  # about 25 fit in the view; the kernel's snapshot brings the last 50 records
+        write_notebook(root, "long.ipynb", ["%load_ext greenjupyter"] + [f"x = {i}" for i in range(1, cells)])
+        page.goto(f"{notebook7['url']}/notebooks/long.ipynb?token={notebook7['token']}")
+        panel = open_sidebar(page)
+        page.locator(".lm-MenuBar-item", has_text="Run").click()
+        page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+        last_record = panel.locator(".gj-count", has_text=f"[{cells}]")
+        last_record.wait_for(timeout=120000)
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+s")
+        wait_saved(root / "long.ipynb", all)
+
+        page.reload()
+        open_sidebar(page)
+        last_record.wait_for(timeout=30000)
+        last = page.locator(CELLS).nth(cells - 1)
+        assert last.locator(".gj-cell-badge").count() == 0  # not rendered yet, so no badge yet
+        page.locator(CELLS).first.locator(".jp-InputPrompt").click()
+        page.keyboard.press("Escape")
+        for _ in range(cells):  # down to the last cell, which scrolls it into view
+            page.keyboard.press("j")
+        wait_prompt(page, cells - 1, cells)
+        last.locator(".gj-cell-badge").wait_for(timeout=15000)
+        assert cell_badges(page)[-1] == [cells, [f"cell-{cells - 1}", cells]]
+        assert console_errors(page, NOTEBOOK_NOISE) == []
+    finally:
+        windowing.unlink()
