@@ -54,7 +54,8 @@ def browser_fixture():
 
 @contextmanager
 def jupyter_server(base: Path, app: str, args=()):
-    """A real `jupyter <app>` (lab, notebook) on a free port under `base`: its root dir, URL and token.
+    """A real `jupyter <app>` (lab, notebook) on a free port under `base`: its root dir, URL, token and
+    user settings dir (read at each page load).
 
     Its own kernels (KERNELS), config, runtime and IPython dirs; greenjupyter estimates (no powercap),
     on the French grid, without a history file. The extension is the one pip installed.
@@ -99,7 +100,7 @@ def jupyter_server(base: Path, app: str, args=()):
                     if server.poll() is not None or time.monotonic() > deadline:
                         raise AssertionError(f"jupyter {app} did not start:\n" + log_path.read_text())
                     time.sleep(0.3)
-            yield {"root": root, "url": url, "token": token}
+            yield {"root": root, "url": url, "token": token, "settings": base / "settings"}
         finally:
             server.terminate()
             try:

@@ -52,12 +52,6 @@ def wait_prompt(page, index, count, timeout=30000):
                            timeout=timeout)
 
 
-def expect_count(locator, count, timeout):
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_count(count, timeout=timeout)
-
-
 def wait_saved(path, saved, timeout_s=30):
     """Wait until `saved(the execution counts in the file)`; the server may be writing it meanwhile."""
     deadline = time.monotonic() + timeout_s
@@ -72,7 +66,9 @@ def wait_saved(path, saved, timeout_s=30):
 
 
 def wait_badges(page, count, timeout=15000):
-    expect_count(page.locator(f"{CELLS} .gj-cell-badge"), count, timeout)
+    from playwright.sync_api import expect
+
+    expect(page.locator(f"{CELLS} .gj-cell-badge")).to_have_count(count, timeout=timeout)
 
 
 BUSY_2S = "import time\nt = time.time()\nwhile time.time() - t < 2:\n    pass"
@@ -152,7 +148,7 @@ def test_cells_rendered_late_get_their_badges(page, notebook7):
     last cells of a long notebook are not rendered when their records arrive, and get their badges
     when they are scrolled to."""
     root = notebook7["root"]
-    settings = root.parent / "settings" / "@jupyterlab" / "notebook-extension"
+    settings = notebook7["settings"] / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True, exist_ok=True)
     windowing = settings / "tracker.jupyterlab-settings"
     windowing.write_text(json.dumps({"windowingMode": "full"}))
