@@ -49,9 +49,10 @@ def test_10ms_windows_are_within_their_stated_uncertainty(meter):
     for _ in range(20):
         m = measure_sleep(meter, 0.01)
         assert abs(m.energy_j - watts * m.duration_s) <= m.uncertainty_j
-        # Never less than one RAPL update period (1 ms) at the components' power, whatever
-        # else (the reads' own duration on a busy machine) it adds.
-        assert m.uncertainty_j >= watts * 0.001 * 0.99
+        # Never less than one RAPL update period (1 ms) at the power the window showed, whatever
+        # else (the reads' own duration on a busy machine) it adds. (A 10 ms window's own average
+        # is quantised by the counter's steps: the true 120 W may read a few % lower.)
+        assert m.uncertainty_j >= m.avg_power_w * 0.001 * (1 - 1e-9)
 
 
 def test_nested_windows_each_get_their_own_energy(meter):
