@@ -114,7 +114,7 @@ def test_units_accepted(given, parsed):
 
 @pytest.mark.parametrize("given, why", [
     (0, "above 0"), (-5, "above 0"), ("0 rows", "above 0"), ("-1 rows", "above 0"),
-    (float("nan"), "above 0"), ("nan rows", "above 0"), (float("inf"), "above 0"), ("1e400 rows", "above 0"),
+    (float("nan"), "above 0"), ("nan rows", "above 0"), (float("inf"), "above 0"), ("1e400 rows", "above 0"), ("1e-320 rows", "above 0"),
     ("predictions", "does not start with a number"), ("", "does not start with a number"),
     ("   ", "does not start with a number"), ("1,000 rows", "does not start with a number"),
     (True, "is not a number"), ([1000], "is not a number"), (None, "is not a number"),

@@ -39,7 +39,7 @@ def parse_units(value, given: str = "units") -> tuple[float, str | None]:
         count = float(number)
     except ValueError:
         raise ConfigError(f"{given} {short_repr(value)} does not start with a number; accepted: {ACCEPTED}") from None
-    if not math.isfinite(count) or count <= 0:
+    if not math.isfinite(count) or count <= 0 or not math.isfinite(1 / count):  # 1e-320 would make SCI infinite
         raise ConfigError(f"{given} {short_repr(value)} must be a finite number above 0; accepted: {ACCEPTED}")
     return count, name
 
