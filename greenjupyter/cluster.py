@@ -44,6 +44,7 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # between two reads: half the shortest time any counter takes to wrap at its highest power.
 LONGEST_POLL_S = 30.0
 SHORTEST_POLL_S = 0.1
+RATE_SPAN_S = 0.02  # between an edge's two reads: twenty RAPL updates, for the rate just after the edge
 
 
 class Counter(NamedTuple):
@@ -185,7 +186,6 @@ class _Value(NamedTuple):
     joules: float
     watts: float
     lag_s: float
-    span_s: float
     clock_error_s: float
     epoch: int
     counter: Counter
@@ -293,18 +293,31 @@ class ClusterMeter:
     def _run(self) -> None:
         while True:
             try:
-                edge = self._requests.get(timeout=self._poll_s if self._windows else None)
+                first = self._requests.get(timeout=self._poll_s if self._windows else None)
             except queue.Empty:
                 self._poll()
                 continue
-            if edge is None:
+            queued = [first]  # every edge queued by now shares one read: a burst of short cells never waits
+            while queued[-1] is not None:
+                try:
+                    queued.append(self._requests.get_nowait())
+                except queue.Empty:
+                    break
+            by_client: dict = {}
+            for edge in queued:
+                if edge is not None:
+                    by_client.setdefault(id(edge.client), []).append(edge)
+            for edges in by_client.values():
+                try:
+                    self._read_edges(edges[0].client, edges)
+                except Exception as error:  # never let the thread die: those edges fail
+                    for edge in edges:
+                        edge.error = edge.error or f"{type(error).__name__}: {error}"
+                finally:
+                    for edge in edges:
+                        edge.done.set()
+            if queued[-1] is None:
                 return
-            try:
-                self._read_edge(edge)
-            except Exception as error:  # never let the thread die: that edge fails
-                edge.error = f"{type(error).__name__}: {error}"
-            finally:
-                edge.done.set()
 
     def _poll(self) -> None:
         """Read between edges, only to keep the running totals across counter wraps."""
@@ -316,46 +329,57 @@ class ClusterMeter:
         except Exception:
             pass  # a poll that fails changes nothing; the edges say what failed
 
-    def _read_edge(self, edge: _Edge) -> None:
-        """Read every worker twice in a row and take each counter back to the kernel's edge.
+    def _read_edges(self, client, edges: list) -> None:
+        """Read every worker twice, RATE_SPAN_S apart, and take each counter back to each kernel edge.
 
-        The reads reach the workers some milliseconds after the edge; the rate between the two
-        reads says how much each counter moved in that time.
+        The reads reach the workers some milliseconds after the edges; the rate between the two
+        reads says how much a counter moved in that time, where it updates often enough to say.
+        Each edge still fails if its read comes later than its own deadline (``merge`` sees to it).
         """
-        self._client = edge.client
-        reads = []
-        for _ in range(2):
-            remaining = edge.deadline - time.perf_counter()
-            if remaining <= 0:
+        self._client = client
+        for edge in edges:
+            if edge.deadline <= time.perf_counter():
                 edge.error = "no answer within cluster_timeout_s"
+        edges = [edge for edge in edges if not edge.error]
+        reads = []
+        for second_read in (False, True):
+            if second_read:
+                time.sleep(RATE_SPAN_S)
+            remaining = max((edge.deadline for edge in edges), default=0.0) - time.perf_counter()
+            if remaining <= 0:
+                for edge in edges:
+                    edge.error = "no answer within cluster_timeout_s"
                 return
             try:
-                reads.append(self._read(edge.client, remaining))
+                reads.append(self._read(client, remaining))
             except Exception as error:  # a timeout, a closed client, a scheduler gone
-                edge.error = f"{type(error).__name__}: {error}".rstrip(": ")
+                for edge in edges:
+                    edge.error = f"{type(error).__name__}: {error}".rstrip(": ")
                 return
         (first, workers, lost, sent, received), (second, workers_b, lost_b, _, _) = reads
         lost.update(lost_b)
         for address in workers.keys() - workers_b.keys() - lost.keys():
             lost[address] = "did not answer the second read"
         kernel_boot = self._kernel_host()[2]
-        for key, a in first.items():
-            b = second.get(key)
-            if b is None or b.epoch != a.epoch:
-                continue  # not read at this edge: the window says so
-            span = b.t - a.t
-            watts = (b.total_j - a.total_j) / span if span > 0 else 0.0
-            if a.boot and a.boot == kernel_boot:  # one running kernel: one monotonic clock
-                lag, clock_error = a.t - edge.t, 0.0
-            else:  # another clock: the read happened between sending and receiving
-                lag, clock_error = (sent + received) / 2 - edge.t, (received - sent) / 2
-            lag = max(lag, 0.0)
-            edge.values[key] = _Value(a.total_j - watts * lag, watts, lag, span, clock_error, a.epoch,
-                                      a.counter, a.host, a.label)
-        edge.workers = {address: host for address, (host, _, _) in workers.items() if address in workers_b}
-        edge.labels = {host: label for host, label, _ in workers.values()}
-        edge.notes = {host: notes for host, _, notes in workers.values() if notes}
-        edge.lost = lost
+        for edge in edges:
+            for key, a in first.items():
+                b = second.get(key)
+                if b is None or b.epoch != a.epoch:
+                    continue  # not read at this edge: the window says so
+                span = b.t - a.t
+                coarse = span <= 0 or span < 10 * a.counter.period_s  # too few updates to take it back with
+                watts = 0.0 if coarse else (b.total_j - a.total_j) / span
+                if a.boot and a.boot == kernel_boot:  # one running kernel: one monotonic clock
+                    lag, clock_error = a.t - edge.t, 0.0
+                else:  # another clock: the read happened between sending and receiving
+                    lag, clock_error = (sent + received) / 2 - edge.t, (received - sent) / 2
+                lag = max(lag, 0.0)
+                edge.values[key] = _Value(a.total_j - watts * lag, watts, lag, clock_error, a.epoch,
+                                          a.counter, a.host, a.label)
+            edge.workers = {address: host for address, (host, _, _) in workers.items() if address in workers_b}
+            edge.labels = {host: label for host, label, _ in workers.values()}
+            edge.notes = {host: notes for host, _, notes in workers.values() if notes}
+            edge.lost = lost
 
     def _read(self, client, timeout_s: float):
         """Run ``worker_snapshot`` on every worker; move the running totals; return what was seen.
@@ -463,10 +487,10 @@ class ClusterMeter:
     def _window(self, begin: _Edge, end: _Edge, meter):
         """Return (components, estimated names, failed names, uncertainty) of the cluster between two edges.
 
-        Counters: each edge may miss one update period at the highest power the counter showed
-        (the window's average or the rate at either edge), and the rate that took it back to the
-        edge is itself off by one update period over the span of its two reads, over the lag,
-        plus the clock's uncertainty for a host whose clock is not the kernel's.
+        Counters, per edge, at the highest power the counter showed (the window's average or the
+        rate at either edge): one update period; the lag from the kernel's edge to the read (taken
+        back at the rate just after it, but what the power did in that time is not known); and,
+        for a host whose clock is not the kernel's, half the read's round trip.
         """
         duration = end.t - begin.t
         kernel_host = self._kernel_host()[0]
@@ -503,8 +527,7 @@ class ClusterMeter:
                 continue
             watts = max(joules / duration if duration > 0 else 0.0, first.watts, last.watts)
             for edge in (first, last):
-                quantisation = counter.period_s / edge.span_s if edge.span_s > 0 else 1.0
-                uncertainty += watts * (counter.period_s + edge.clock_error_s + edge.lag_s * quantisation)
+                uncertainty += watts * (counter.period_s + edge.lag_s + edge.clock_error_s)
             parts[name] = joules
         return dict(sorted(parts.items())), estimated, failed, uncertainty
 

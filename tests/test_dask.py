@@ -10,8 +10,8 @@ Why 1 %: the workers are read some milliseconds after the kernel's edges and eac
 taken back to the edge at the rate between two reads. That is exact while power holds steady
 from the edge to the second read, which the cells below arrange for hostB (its steps fall well
 inside the window). What is left is one counter update (1 ms) per edge and the rate's own
-quantisation, about 0.1 % of a 1.8 s window; 1 % leaves room for a fake writer descheduled for a
-few milliseconds on a busy machine. Where the workers' clock is not the kernel's (another
+quantisation (one update in the 20 ms between the two reads) over the lag: 0.2 % of a 1.8 s window
+for a lag of 70 ms; 1 % leaves room for a fake writer descheduled for a few milliseconds. Where the workers' clock is not the kernel's (another
 machine), each read is placed halfway through its round trip, off by up to half of it, which on a
 busy machine can be tens of milliseconds: there the figure is held to the uncertainty it states.
 """
@@ -85,10 +85,16 @@ def dask_cluster(hosts):
         cluster.close()
 
 
-def addresses(client) -> dict:
-    """Return {worker name: address} once every worker is up (a killed one is restarted by its nanny)."""
-    client.wait_for_workers(len(WORKERS), timeout=120)
-    return {info["name"]: address for address, info in client.scheduler_info()["workers"].items()}
+def addresses(client, gone: str = "") -> dict:
+    """Return {worker name: address} once every worker is up and ``gone`` is no longer listed (a killed
+    worker is restarted by its nanny at a new address)."""
+    deadline = time.monotonic() + 120
+    while True:
+        workers = client.scheduler_info()["workers"]
+        if len(workers) == len(WORKERS) and gone not in workers:
+            return {info["name"]: address for address, info in workers.items()}
+        assert time.monotonic() < deadline, f"workers not back: {sorted(workers)}"
+        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -208,9 +214,26 @@ cluster._worker_counters = None
     finally:
         client.run(exec, remove, {})
     t0, t1 = edges[-2:]
-    assert m.components["cluster:hostA:gpu:0"] == pytest.approx(250.0 * (t1 - t0), rel=0.01)  # not 500 W
-    assert m.components["cluster:hostB:gpu:0"] == pytest.approx(100.0 * (t1 - t0), rel=0.01)
+    # NVML's counter is taken to update every 100 ms, too seldom to take it back from the read to
+    # the edge: the lag is in the figure, and in its stated uncertainty.
+    for name, watts in (("cluster:hostA:gpu:0", 250.0), ("cluster:hostB:gpu:0", 100.0)):  # hostA: not 500 W
+        assert abs(m.components[name] - watts * (t1 - t0)) <= max(0.01 * watts * (t1 - t0), m.uncertainty_j)
+        assert m.components[name] == pytest.approx(watts * (t1 - t0), rel=0.1)
     assert not m.failed_components
+
+
+def test_a_burst_of_short_cells_shares_reads_and_none_fails(hosts, dask_cluster, shell, edges):
+    shell.user_ns["client"] = dask_cluster
+    cells = 40
+    for _ in range(cells):  # as "Run all" does: each cell a millisecond, far shorter than a read
+        shell.run_cell("x = 1", store_history=True)
+    burst = [r.measurement for r in list(extension.current_recorder().records)[-cells:]]
+    assert not [m.failed_components for m in burst if m.failed_components]
+    assert all("cluster:hostB:cpu:package-0" in m.components for m in burst)
+    windows = list(zip(edges[-2 * cells::2], edges[-2 * cells + 1::2]))
+    measured = sum(m.components["cluster:hostA:cpu:package-0"] for m in burst)
+    truth = sum(hosts["hostA"].truth(t0, t1, ("package",)) for t0, t1 in windows)
+    assert abs(measured - truth) <= sum(m.uncertainty_j for m in burst), (measured, truth)
 
 
 def test_a_host_without_counters_gets_its_workers_cpu_time_estimated(hosts, dask_cluster, shell, capsys):
@@ -279,7 +302,7 @@ def test_a_worker_killed_mid_cell_fails_its_host_and_nothing_else(dask_cluster, 
     assert "cluster:hostB" in m.failed_components
     assert not [name for name in m.components if name.startswith("cluster:hostB")]
     assert "cluster:hostA:cpu:package-0" in m.components and "cluster:hostA:dram:0" in m.components
-    addresses(client)  # the nanny has restarted hostB's worker
+    addresses(client, gone=where["hostB"])  # the nanny has restarted hostB's worker
     later = run(shell, "client.submit(sum, [1, 2], pure=False).result()")
     assert not later.failed_components
     assert "cluster:hostB:cpu:package-0" in later.components
