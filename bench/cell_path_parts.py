@@ -1,0 +1,67 @@
+"""Where the default configuration's per-cell overhead goes: the cell journal against the counter reads.
+
+One IPython shell with ``%load_ext greenjupyter`` (default configuration, the fake RAPL tree of
+bench/_hardware.py). Rotations of 100 empty cells run, in turn, in each of these modes, each followed by
+a round with the extension off as its baseline (as bench/cell_overhead.py does), so the VM's drift
+falls on every mode alike:
+
+- ``default``: what a user gets: the counters read at both edges, one journal entry of the edges as
+  read, appended with one ``os.write``;
+- ``journal of readings``: the entry made as before edges were kept as read (both edges turned into
+  joules on the cell's path, then packed), to show what keeping them as read saves;
+- ``no journal``: the counter reads alone (the journal switched off; durability lost).
+
+Between rounds the queued cells are finished, outside the timed rounds. Prints p50 and p90 of each
+mode's excess over its baseline and writes bench/results/cell_path_parts.json (not in the README's
+table: bench/cell_overhead.py gives the figures that count; this one says where they go).
+"""
+
+import os
+import statistics
+
+import _hardware
+from _report import figure, percentile, save
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "150"))
+MODES = ("default", "journal of readings", "no journal")
+
+
+def main():
+    _hardware.install(rapl=True, gpus=False)
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from cell_overhead import ExtensionSwitch, time_cells
+    from greenjupyter.ipython.extension import current_recorder
+
+    shell = InteractiveShell.instance()
+    switch = ExtensionSwitch(shell, lambda: shell.run_line_magic("load_ext", "greenjupyter"))
+    recorder = current_recorder()
+    writer, layout = recorder.journal, None
+    time_cells(shell, 2000)  # warm-up; the journal's header is written by now
+    layout = recorder._journal_layout
+    assert writer is not None and layout is not None, "the default configuration has no edges journal here"
+
+    def use(mode):
+        recorder.journal = None if mode == "no journal" else writer
+        recorder._journal_layout = object() if mode == "journal of readings" else layout  # no layout matches
+
+    excess = {mode: [] for mode in MODES}
+    for _ in range(ROUNDS):
+        for mode in MODES:
+            use(mode)
+            on = time_cells(shell, 100)[5:]
+            switch.off()
+            base = statistics.median(time_cells(shell, 100)[5:])
+            switch.on()
+            excess[mode] += [t - base for t in on]
+            recorder.finish()
+    use("default")
+    figures = []
+    for mode in MODES:
+        figures.append(figure(f"per-cell overhead p50, {mode}", percentile(excess[mode], 50), "µs", readme=False))
+        figures.append(figure(f"per-cell overhead p90, {mode}", percentile(excess[mode], 90), "µs", readme=False))
+    save("cell_path_parts", figures, {"rounds": ROUNDS, "cells_per_mode": len(excess["default"])})
+
+
+if __name__ == "__main__":
+    main()
