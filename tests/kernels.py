@@ -53,3 +53,19 @@ def run_then_kill(tmp_path, env: dict, cells) -> list[str]:
         client.stop_channels()
         manager.cleanup_resources()
     return printed
+
+
+def history_after_recovery(monkeypatch, db_path: str) -> list:
+    """Load greenjupyter in this process on ``db_path`` (which recovers the journals of killed kernels
+    there) and return its whole history."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import greenjupyter
+
+    monkeypatch.setenv("GREENJUPYTER_DB_PATH", db_path)
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext greenjupyter")
+    try:
+        return greenjupyter.history()
+    finally:
+        shell.run_cell("%unload_ext greenjupyter")

@@ -275,7 +275,7 @@ def test_a_kernel_on_rapl_killed_after_its_fifth_cell_is_recovered_with_the_coun
     """SIGKILL right after the fifth reply, with a sampler that never ticks: the rows come from the
     edges the cells journaled, and match the counters' truth within each cell's stated uncertainty."""
     from tests.fakes.powercap import SERVER, FakePowercap
-    from tests.kernels import kernel_environment, run_then_kill
+    from tests.kernels import history_after_recovery, kernel_environment, run_then_kill
 
     env = kernel_environment(tmp_path)
     env["GREENJUPYTER_SAMPLE_INTERVAL_S"] = "60"
@@ -287,13 +287,7 @@ def test_a_kernel_on_rapl_killed_after_its_fifth_cell_is_recovered_with_the_coun
     pending = tmp_path / "history.sqlite.pending"
     data = b"".join(p.read_bytes() for p in pending.iterdir())
     assert data.count(journal.EDGES_MAGIC) == 5 and journal.ENTRY_MAGIC not in data
-    monkeypatch.setenv("GREENJUPYTER_DB_PATH", env["GREENJUPYTER_DB_PATH"])
-    shell = InteractiveShell.instance()
-    shell.run_cell("%load_ext greenjupyter")
-    try:
-        cells = greenjupyter.history()
-    finally:
-        shell.run_cell("%unload_ext greenjupyter")
+    cells = history_after_recovery(monkeypatch, env["GREENJUPYTER_DB_PATH"])
     assert [c.record.execution_count for c in cells] == [2, 3, 4, 5, 6]
     # What the user attached, and the run's tag, came through the kill too.
     assert [c.record.tag for c in cells] == [None, "run-0", "run-0", "run-1", "run-1"]

@@ -16,7 +16,7 @@ import greenjupyter
 from greenjupyter import runtime
 from greenjupyter.measurement import CellRecord, Measurement
 from greenjupyter.store import ANY, MIGRATIONS, Store, StoredCell
-from tests.kernels import kernel_environment, run_then_kill
+from tests.kernels import history_after_recovery, kernel_environment, run_then_kill
 
 
 def stored(n=1, notebook="analysis.ipynb", session="s1", started=None, co2e=0.5):
@@ -264,13 +264,7 @@ def test_a_kernel_killed_with_sigkill_keeps_every_cell_it_ran(tmp_path, monkeypa
     pending = tmp_path / "history.sqlite.pending"
     assert [p.stat().st_mode & 0o777 for p in pending.iterdir()] == [0o600] and pending.stat().st_mode & 0o777 == 0o700
     # The next kernel on the same database recovers them, with their CO2e worked out then.
-    monkeypatch.setenv("GREENJUPYTER_DB_PATH", db_path)
-    shell = InteractiveShell.instance()
-    shell.run_cell("%load_ext greenjupyter")
-    try:
-        cells = greenjupyter.history()
-    finally:
-        shell.run_cell("%unload_ext greenjupyter")
+    cells = history_after_recovery(monkeypatch, db_path)
     assert [c.record.source_preview for c in cells] == [f"x = {n}" for n in range(5)]
     assert [c.record.execution_count for c in cells] == [2, 3, 4, 5, 6]
     assert len({c.kernel_id for c in cells}) == 1 and cells[0].kernel_id
