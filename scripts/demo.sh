@@ -6,8 +6,8 @@
 #   TOKEN=secret scripts/demo.sh    # a fixed token instead of a random one (TOKEN= for none)
 #
 # Creates or reuses .venv in the repository root and installs greenjupyter[demo] there, which builds
-# the JupyterLab extension the first time: Node.js 18+ is needed (as root with apt-get, Debian's
-# nodejs is installed when missing).
+# the JupyterLab extension the first time: Node.js ^20.19 or >=22.12 is needed (when none is on PATH,
+# one is fetched from PyPI into .venv).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run the test suite from a fresh checkout: scripts/test.sh [pytest arguments]
 # Creates .venv in the repository root when missing and installs greenjupyter[test] there, which
-# builds the JupyterLab extension: Node.js 18+ is needed (as root with apt-get, Debian's nodejs is
-# installed when missing). The browser tests use Debian's Chromium, installed the same way; without
-# it they are skipped, saying why.
+# builds the JupyterLab extension: Node.js ^20.19 or >=22.12 is needed (when none is on PATH, one is
+# fetched from PyPI into .venv). The browser tests use Debian's Chromium, installed with apt-get when
+# run as root; without it they are skipped, saying why.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SCRIPT=test.sh
