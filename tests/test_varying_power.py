@@ -270,7 +270,9 @@ def test_rapl_under_a_square_wave_is_within_its_uncertainty_and_1_percent_from_1
             seen = windows(meter, 4.0, 0.005, 0.4)
         finally:
             meter.close()
-    for start, stop, m in seen:
+    timely = [(start, stop, m) for start, stop, m in seen if not fake.stalled(start.t, stop.t)]
+    assert len(timely) >= len(seen) * 0.5  # windows where the fake's writer ran late say nothing of the meter
+    for start, stop, m in timely:
         truth = fake.truth(start.t, stop.t)
         assert abs(m.energy_j - truth) <= m.uncertainty_j, (m.energy_j, truth, m.uncertainty_j)
         if m.duration_s >= 0.1:

@@ -54,6 +54,9 @@ class FakePowercap:
         self._writer = None
         self.t0 = None  # the writer's start, on the monotonic clock perf_counter shares
         self.resets: list[float] = []  # when reset() was asked, same clock
+        # Where the writer logs its stalls: spells when it ran late and its counters were stale,
+        # which real counters never are (the VM did not run it). Beside the tree, not in it.
+        self.stalls_path = self.root.parent / f"{self.root.name}.stalls"
         for zone in self.zones:
             path = self.root / zone.entry
             path.mkdir(parents=True, exist_ok=True)
@@ -85,12 +88,23 @@ class FakePowercap:
         spec = [
             [str(self.root / z.entry / "energy_uj"), z.schedule.steps, z.max_range_uj, z.start_uj] for z in self.zones
         ]
+        self.stalls_path.write_text("")
         self._writer = subprocess.Popen(
-            [sys.executable, __file__, json.dumps(spec), str(self.period_s)],
+            [sys.executable, __file__, json.dumps(spec), str(self.period_s), str(self.stalls_path)],
             stdout=subprocess.PIPE,
         )
         self.t0 = float(self._writer.stdout.readline().split()[1])  # written once; its clock's origin
         return self
+
+    def stalled(self, t0: float, t1: float) -> bool:
+        """True when the writer ran more than half a period late at either edge of a window (perf_counter
+        times): a counter read then was staler than hardware ever is, and the window says nothing of
+        the meter. A stall inside the window does not matter: the counters catch up."""
+        for line in self.stalls_path.read_text().splitlines():
+            due, written = map(float, line.split())
+            if due - self.period_s <= t0 <= written or due - self.period_s <= t1 <= written:
+                return True
+        return False
 
     def reset(self) -> None:
         """Make the running writer restart every counter from zero (suspend/resume, driver reload)."""
@@ -111,7 +125,7 @@ class FakePowercap:
         self.stop()
 
 
-def _advance(spec: list, period_s: float) -> None:
+def _advance(spec: list, period_s: float, stalls_path: str) -> None:
     try:
         # Hardware counters never stall; a descheduled writer would. Real-time priority
         # (root or CAP_SYS_NICE) keeps the fake's updates on time on a busy machine.
@@ -125,9 +139,14 @@ def _advance(spec: list, period_s: float) -> None:
         reset_at.append(tick)
 
     signal.signal(signal.SIGUSR1, on_reset)
+    stalls = open(stalls_path, "a")
     t0 = time.monotonic()
     tick = 0
     while True:
+        due, now = t0 + tick * period_s, time.monotonic()
+        if now - due > period_s / 2:  # run late: the counters were staler than a period and a half until now
+            stalls.write(f"{due!r} {now!r}\n")
+            stalls.flush()
         elapsed = tick * period_s  # the counter's value at this tick, like the hardware's
         since = reset_at[-1] * period_s if reset_at else None
         for fd, schedule, rng, start, width in files:
@@ -145,4 +164,4 @@ def _advance(spec: list, period_s: float) -> None:
 
 
 if __name__ == "__main__":
-    _advance(json.loads(sys.argv[1]), float(sys.argv[2]))
+    _advance(json.loads(sys.argv[1]), float(sys.argv[2]), sys.argv[3])
