@@ -1,6 +1,6 @@
-"""The cell journal: each finished cell's two readings, appended with one ``os.write``.
+"""The cell journal: each finished cell's two edges, as read, copied into a file mapped in memory.
 
-A cell's own path does nothing else durable. Data written is in the page cache, which outlives
+A cell's own path does nothing else durable. What it stores is in the page cache, which outlives
 the process, so a kernel killed with SIGKILL right after a cell's reply loses no cell. The
 sampler thread turns the entries into records and SQLite rows; once the rows are in, the
 journal file is retired and deleted. A journal left by a dead kernel is recovered into rows
@@ -10,19 +10,21 @@ Files live in ``<database>.pending/``, owner-only, one or more per kernel sessio
 locked (``flock``) by its writer while it lives: a file that can be locked belongs to a
 process that is gone. Each file starts with a header (JSON: the session, the components,
 what their figures need) and holds entries framed as magic, length, payload, CRC-32, so a
-torn last write is told from a whole one.
+torn last entry is told from a whole one; after the last entry a mapped file holds zeros.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import mmap
 import os
 import struct
 import weakref
 import zlib
 from dataclasses import dataclass
 
+from . import fastpath
 from .measurement import CellRecord
 from .meter import ComponentInfo, Reading, window_measurement
 from .notices import notice
@@ -36,9 +38,8 @@ except ImportError:  # Windows: no journal; cells reach the database on the samp
 SUPPORTED = fcntl is not None
 
 HEADER_MAGIC, ENTRY_MAGIC, EDGES_MAGIC = b"GJh1", b"GJc1", b"GJc2"
-NO_TEXT = b"\xff\xff"
-FRAME = struct.Struct("<4sI")  # magic, payload length; the payload is followed by its CRC-32
-CRC = struct.Struct("<I")
+NO_TEXT = fastpath.NO_TEXT
+FRAME, CRC = fastpath.FRAME, fastpath.CRC
 # An entry of readings (GJc1): seq, execution count (-1: none), success, components, failed mask,
 # shared mask, then for each edge: perf_counter time, wall time, reads' spread; then the values.
 FIXED = struct.Struct("<QqBHQQdddddd")
@@ -47,9 +48,11 @@ FIXED = struct.Struct("<QqBHQQdddddd")
 # from perf_counter; then each source's two packed captures, in the header's order of sources.
 EDGES = struct.Struct("<QqBQQddddd")
 SUFFIX = ".cells"
-MAX_TEXT_BYTES = 1024  # cell id, preview and error name are short; a longer one is cut
 MAX_ATTACHED_BYTES = 16384  # metrics logged in a cell, as JSON
 ATTACHED = ("metrics", "units", "unit_name", "tag")  # the CellRecord fields an entry may carry
+# A mapped journal file's size: about 1,400 entries of short cells, more than back-to-back empty cells
+# fill between two sampler ticks (the sampler moves the writer to a fresh file every tick).
+MAPPED_BYTES = 512 * 1024
 
 
 def directory_for(db_path: str) -> str:
@@ -84,12 +87,17 @@ class Entry:
 
 
 def header_bytes(header: dict) -> bytes:
-    return _frame(HEADER_MAGIC, json.dumps(header).encode())
+    return fastpath.frame(HEADER_MAGIC, (json.dumps(header).encode(),))
 
 
-def entry_bytes(seq: int, execution_count, success: bool, start: Reading, stop: Reading, failed, shared,
-                cell_id, preview: str, error, attached=None) -> bytes:
-    """Return one framed entry (the cell path's only durable write; kept lean)."""
+def entry_bytes(*args, **kwargs) -> bytes:
+    """Return the framed entry of ``entry_parts``."""
+    return fastpath.frame(ENTRY_MAGIC, entry_parts(*args, **kwargs))
+
+
+def entry_parts(seq: int, execution_count, success: bool, start: Reading, stop: Reading, failed, shared,
+                cell_id, preview: str, error, attached=None) -> tuple[bytes, ...]:
+    """Return the payload of an entry of two Readings (GJc1), in parts (see fastpath.frame)."""
     n = len(start.values)
     polled = start.variation is not None and stop.variation is not None
     numbers = start.values + stop.values[:n]
@@ -99,26 +107,34 @@ def entry_bytes(seq: int, execution_count, success: bool, start: Reading, stop: 
         seq, -1 if execution_count is None else execution_count, success, n, _mask(failed) if failed else 0,
         _mask(shared) if shared else 0, start.t, start.wall, start.spread_s, stop.t, stop.wall, stop.spread_s,
         polled, *numbers,
-    ) + _texts(cell_id, preview, error) + _attached_text(attached)
-    return FRAME.pack(ENTRY_MAGIC, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
+    )
+    return payload, cell_id, preview, error, _attached_text(attached)
 
 
-def edges_entry(seq: int, execution_count, success: bool, start: tuple, stop: tuple, failed, shared,
-                cell_id, source: str, error, wall_offset: float, attached=None) -> bytes:
-    """Return one framed entry of two edges from ``Meter.edge()`` as captured (the cell path's only
-    durable write, kept lean: no joules are worked out here). ``source`` is the cell's code; its first
-    line is found when the entry is read. The edges' layout must be the one the header describes.
-    ``attached``: what the user attached to the cell (a dict of ATTACHED fields), or None."""
-    parts = [EDGES.pack(seq, -1 if execution_count is None else execution_count, success,
-                        _mask(failed) if failed else 0, _mask(shared) if shared else 0,
-                        start[0], start[1], stop[0], stop[1], wall_offset)]
-    for src, first, last in zip(start[2].sources, start[3], stop[3]):
+def edges_entry(*args, **kwargs) -> bytes:
+    """Return the framed entry of ``edges_parts``."""
+    return fastpath.frame(EDGES_MAGIC, edges_parts(*args, **kwargs))
+
+
+def edges_parts(seq: int, execution_count, success: bool, start: tuple, stop: tuple, failed, shared,
+                cell_id, source: str, error, wall_offset: float, attached=None) -> tuple[bytes, ...]:
+    """Return the payload, in parts (see fastpath.frame), of an entry (GJc2) of two edges from ``Meter.edge()`` as captured
+    (the cell path's only durable write, kept lean: no joules are worked out here). ``source`` is the
+    cell's code; its first line is found when the entry is read. The edges' layout must be the one the
+    header describes. ``attached``: what the user attached to the cell (a dict of ATTACHED fields), or None."""
+    head = EDGES.pack(seq, -1 if execution_count is None else execution_count, success,
+                      _mask(failed) if failed else 0, _mask(shared) if shared else 0,
+                      start[0], start[1], stop[0], stop[1], wall_offset)
+    attached = _attached_text(attached) if attached else None
+    layout = start[2]
+    if layout.counters is not None:  # the usual case: one RAPL source, whose capture is (state, texts)
+        ((first, first_texts),), ((last, last_texts),) = start[3], stop[3]
+        return head, first[3], first_texts, last[3], last_texts, cell_id, source, error, attached
+    parts = [head]
+    for src, first, last in zip(layout.sources, start[3], stop[3]):
         parts.append(src.pack(first))
         parts.append(src.pack(last))
-    parts.append(_texts(cell_id, source[:MAX_TEXT_BYTES], error))
-    parts.append(_attached_text(attached))
-    payload = b"".join(parts)
-    return FRAME.pack(EDGES_MAGIC, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
+    return (*parts, cell_id, source, error, attached)
 
 
 def header_sources(layout) -> dict:
@@ -198,7 +214,7 @@ def open_file(directory: str, session: str, number: int, header: bytes) -> tuple
     """Create, lock and head a new journal file (owner-only, in an owner-only directory); return (fd, path)."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, f"{session}-{number}{SUFFIX}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)  # read: to map it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(fd, header)
@@ -207,10 +223,6 @@ def open_file(directory: str, session: str, number: int, header: bytes) -> tuple
         os.unlink(path)
         raise
     return fd, path
-
-
-def _frame(magic: bytes, payload: bytes) -> bytes:
-    return FRAME.pack(magic, len(payload)) + payload + CRC.pack(zlib.crc32(payload))
 
 
 def _mask(indices) -> int:
@@ -232,18 +244,6 @@ def _attached_text(attached) -> bytes:
     if len(data) > MAX_ATTACHED_BYTES:  # kept whole or not at all: a cut JSON reads as nothing
         return NO_TEXT
     return len(data).to_bytes(2, "little") + data
-
-
-def _texts(*texts) -> bytes:
-    out = []
-    for text in texts:
-        if text is None:
-            out.append(NO_TEXT)
-            continue
-        data = text.encode("utf-8", "replace")[:MAX_TEXT_BYTES]
-        out.append(len(data).to_bytes(2, "little"))
-        out.append(data)
-    return b"".join(out)
 
 
 def _edges_entry(payload: bytes, header: dict) -> Entry:
@@ -317,15 +317,36 @@ def _entry(payload: bytes, components: tuple[str, ...]) -> Entry:
                  texts[0], texts[1] or "", texts[2], _attached(texts[3]))
 
 
+class _File:
+    """One journal file of a writer: its descriptor (which holds its lock), its path, and, where the file
+    could be mapped, the shared mapping entries are stored in and the offset of the next one."""
+
+    __slots__ = ("fd", "path", "map", "end")
+
+    def __init__(self, fd: int, path: str, mapping, end: int):
+        self.fd, self.path, self.map, self.end = fd, path, mapping, end
+
+    def close(self, delete: bool) -> None:
+        if self.map is not None:
+            self.map.close()
+        if delete:
+            remove_file(self.path)
+        os.close(self.fd)  # releases the lock: a file left behind is recovered by the next kernel
+
+
 class JournalWriter:
     """One kernel session's journal files: the cell path appends, the sampler rotates and deletes.
 
-    ``append`` (the cell's thread) makes one ``os.write``. When the sampler has a fresh file
-    ready (``rotate``), the next append moves to it and leaves the old one in ``retired``;
-    the sampler deletes a retired file once every row it holds is in the database. Each side
-    only hands over through a single attribute, so neither ever waits for the other.
-    A file that cannot be created or written gives one notice and the journal stops; cells
-    still reach the database through the sampler.
+    Each file is made by the sampler, ahead of the cells that use it: MAPPED_BYTES are allocated on
+    disk and mapped shared, and every page is touched once, so that ``append`` (the cell's thread)
+    only copies the entry into memory (``fastpath.store``): no system call, no page fault. Memory
+    shared with a file is the page cache, which outlives a SIGKILL. Where a file cannot be allocated
+    or mapped, entries are written to it instead, with one write each (``fastpath.append``).
+    When the sampler has a fresh file ready (``rotate``), the next append moves to it and leaves the
+    old one in ``retired``, as does a file that is full; the sampler deletes a retired file once every
+    row it holds is in the database. Each side only hands over through a single attribute, so neither
+    ever waits for the other. A file that cannot be created or written gives one notice and the
+    journal stops; cells still reach the database through the sampler.
     """
 
     def __init__(self, directory: str, session: str, header):
@@ -333,38 +354,51 @@ class JournalWriter:
         self.directory, self.session = directory, session
         self._header = header  # a callable returning the header dict, called once
         self._header_bytes = None
-        self._fd = self._path = None
+        self._file: _File | None = None
         self._number = 0
         self._entries = 0  # entries in the active file
-        self._next = None  # (fd, path) made ready by the sampler
-        self.retired: list[tuple[int, str]] = []
+        self._next: _File | None = None  # made ready by the sampler
+        self.retired: list[_File] = []
         self.failed = None
 
-    def append(self, data: bytes) -> bool:
-        """Write one entry (the cell path); return False once the journal has failed."""
+    def append(self, magic: bytes, parts: tuple) -> bool:
+        """Store one framed entry (the cell path); return False once the journal has failed."""
         if self.failed is not None:
             return False
         try:
-            ready = self._next
-            if ready is not None:
-                if self._fd is not None:
-                    self.retired.append((self._fd, self._path))
-                (self._fd, self._path), self._next, self._entries = ready, None, 0
-            elif self._fd is None:
-                self._fd, self._path = self._new_file()
-            if os.write(self._fd, data) != len(data):
-                raise OSError(f"short write to {self._path} (disk full?)")
+            active = self._file
+            if self._next is not None or active is None:
+                active = self._switch()
+            if active.map is None:
+                _append(active.fd, magic, parts)
+            else:
+                end = _store(active.map, active.end, magic, parts)
+                if end < 0:  # full before the sampler's next rotation
+                    active = self._switch()
+                    end = _store(active.map, active.end, magic, parts) if active.map is not None else -1
+                    if end < 0:
+                        _append(active.fd, magic, parts)
+                if end >= 0:
+                    active.end = end
             self._entries += 1
             return True
-        except OSError as error:
+        except (OSError, ValueError) as error:
             self._fail(error)
             return False
+
+    def _switch(self) -> _File:
+        """Move to the file the sampler made ready, or to a new one made now."""
+        ready, self._next = self._next, None
+        if self._file is not None:
+            self.retired.append(self._file)
+        self._file, self._entries = ready if ready is not None else self._new_file(), 0
+        return self._file
 
     def rotate(self) -> None:
         """Make a fresh file ready for the next append, unless the active one is still empty (sampler).
 
         The first file is made here too, so that the first cell does not pay for it."""
-        if self.failed is None and self._next is None and (self._entries or self._fd is None):
+        if self.failed is None and self._next is None and (self._entries or self._file is None):
             try:
                 self._next = self._new_file()
             except OSError as error:
@@ -372,32 +406,27 @@ class JournalWriter:
 
     def delete(self, files) -> None:
         """Delete retired files whose rows are all in the database (sampler)."""
-        for entry in files:
-            fd, path = entry
-            remove_file(path)
-            os.close(fd)
-            self.retired.remove(entry)
+        for file in files:
+            file.close(delete=True)
+            self.retired.remove(file)
 
     def close(self, delete: bool) -> None:
         """Close every file; delete them too when all their rows are in the database."""
-        files = list(self.retired) + [f for f in ((self._fd, self._path), self._next) if f and f[0] is not None]
-        self.retired, self._fd, self._path, self._next = [], None, None, None
-        for fd, path in files:
-            if delete:
-                remove_file(path)
-            os.close(fd)  # releases the lock: a file left behind is recovered by the next kernel
+        files = self.retired + [f for f in (self._file, self._next) if f is not None]
+        self.retired, self._file, self._next = [], None, None
+        for file in files:
+            file.close(delete)
 
     def _forget(self) -> None:
         """In a forked child: close our copies of the files and write nothing more. The parent's lock
         stays (it is the open file's, which the parent still has), but no longer outlives the parent."""
         self.failed = "in a forked child"
-        for fd in [f[0] for f in self.retired] + [f[0] for f in ((self._fd, self._path), self._next) if f]:
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.retired, self._fd, self._next = [], None, None
+        for file in self.retired + [f for f in (self._file, self._next) if f is not None]:
+            try:
+                file.close(delete=False)
+            except (OSError, ValueError):
+                pass
+        self.retired, self._file, self._next = [], None, None
 
     def header(self) -> bytes:
         """Return the files' header, worked out the first time."""
@@ -405,9 +434,11 @@ class JournalWriter:
             self._header_bytes = header_bytes(self._header())
         return self._header_bytes
 
-    def _new_file(self) -> tuple[int, str]:
+    def _new_file(self) -> _File:
         self._number += 1
-        return open_file(self.directory, self.session, self._number, self.header())
+        header = self.header()
+        fd, path = open_file(self.directory, self.session, self._number, header)
+        return _File(fd, path, _mapped(fd, len(header)), len(header))
 
     def _fail(self, error: Exception) -> None:
         self.failed = str(error)
@@ -418,7 +449,21 @@ class JournalWriter:
         )
 
 
+def _mapped(fd: int, start: int):
+    """Return a shared, writable mapping of MAPPED_BYTES of the journal file ``fd``, its disk space
+    allocated and every page from ``start`` on touched; None where that cannot be done."""
+    try:
+        os.posix_fallocate(fd, 0, MAPPED_BYTES)  # never SIGBUS for want of space: it is taken now
+        mapping = mmap.mmap(fd, MAPPED_BYTES)
+    except (OSError, ValueError, AttributeError):  # no fallocate (macOS, some network file systems)
+        os.ftruncate(fd, start)  # entries are written after the header, then
+        return None
+    mapping[start:] = bytes(MAPPED_BYTES - start)  # each page's first write faults here, not in a cell
+    return mapping
+
+
 _writers: "weakref.WeakSet[JournalWriter]" = weakref.WeakSet()
+_append, _store = fastpath.append, fastpath.store
 
 
 def _after_fork_in_child() -> None:

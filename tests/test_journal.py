@@ -1,5 +1,6 @@
 """The cell journal: what a cell writes, what survives a kill, a torn write, a full disk."""
 
+import errno
 import fcntl
 import math
 import multiprocessing
@@ -14,7 +15,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import greenjupyter
-from greenjupyter import journal, runtime
+from greenjupyter import fastpath, journal, runtime
 from greenjupyter.measurement import CellRecord
 from greenjupyter.meter import Reading
 from greenjupyter.store import Store, StoredCell
@@ -44,7 +45,7 @@ def write_journal(path, entries, header=HEADER):
 
 def test_entries_read_back_as_written(tmp_path):
     path = tmp_path / "a.cells"
-    long_preview = "é" * 2000  # cut at MAX_TEXT_BYTES, still valid text
+    long_preview = "é" * 2000  # cut at fastpath.MAX_TEXT bytes, still valid text
     nan_reading = entry(4, joules=(float("nan"), 1.0, 2.0))
     write_journal(path, [entry(0), entry(1, preview=long_preview, error="ZeroDivisionError"), entry(3), nan_reading])
     header, entries = journal.read(str(path))
@@ -54,7 +55,7 @@ def test_entries_read_back_as_written(tmp_path):
     assert (first.execution_count, first.success, first.cell_id, first.preview, first.error) == (1, True, "id0", "x = 1", None)
     assert first.stop.values == [10.0, 2.0, 30.0] and first.stop.variation == [0.0, 0.0, 1.5]
     assert entries[1].error == "ZeroDivisionError" and not entries[1].success
-    assert len(entries[1].preview.encode()) <= journal.MAX_TEXT_BYTES and entries[1].preview.startswith("éé")
+    assert len(entries[1].preview.encode()) <= fastpath.MAX_TEXT and entries[1].preview.startswith("éé")
     assert entries[2].failed == frozenset({2})
     m = journal.measurement_of(entries[0], header)
     assert m.energy_j == pytest.approx(42.0) and m.duration_s == pytest.approx(0.5)
@@ -170,11 +171,13 @@ FULL_DISK = textwrap.dedent("""
     import os, resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
     from IPython.core.interactiveshell import InteractiveShell
+    import greenjupyter.journal
+    greenjupyter.journal.MAPPED_BYTES = 8192  # a journal file fills within this test
     shell = InteractiveShell.instance()
     shell.run_cell("%load_ext greenjupyter")
     shell.run_cell("x = 0")
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # from now on no file may grow
-    for n in range(1, 6):
+    for n in range(1, 101):  # the space the journal file took before goes on; then no new file can be made
         result = shell.run_cell(f"x = {n}")
         assert result.success, result
     import greenjupyter
@@ -190,7 +193,7 @@ def test_a_full_disk_gives_one_notice_and_the_session_goes_on_in_memory(tmp_path
     done = subprocess.run([sys.executable, "-c", FULL_DISK], env=env, capture_output=True, text=True, timeout=120,
                           cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert "cells in memory: 6 x = 5" in done.stdout
+    assert "cells in memory: 101 x = 100" in done.stdout
     assert done.stderr.count("cell journal in") == 1 and "File too large" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -228,9 +231,9 @@ def test_a_cell_on_rapl_counters_is_journaled_as_captured_and_read_back_as_the_m
     powercap.write("intel-rapl:0", 1500)  # 2000 µJ after the wrap
     powercap.write("intel-rapl:0:0", 7_000_000)  # 7 J
     vanished = os.open(powercap.root / "intel-rapl:1", os.O_RDONLY)  # package-1's device is gone: reads fail...
-    source._fds[2], kept = vanished, source._fds[2]
+    kept, source.fds = source.fds, source.fds[:2] + (vanished,) + source.fds[3:]
     stop = meter.edge()
-    source._fds[2] = kept
+    source.fds = kept
     os.close(vanished)
     header = {**HEADER, "components": list(layout.components), "period_s": list(layout.period_s),
               "power_error_w": list(layout.power_error_w), "estimated": list(layout.estimated),
@@ -305,3 +308,25 @@ def test_a_kernel_on_rapl_killed_after_its_fifth_cell_is_recovered_with_the_coun
         assert m.duration_s >= 0.2
         # The fake's counters step once a millisecond, as RAPL's do: each edge is within one step.
         assert abs(m.energy_j - watts * m.duration_s) <= m.uncertainty_j + watts * 0.002
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "written"])
+def test_entries_are_stored_in_a_mapped_file_or_written_where_it_cannot_be_mapped(tmp_path, monkeypatch, mapped):
+    if not mapped:  # as on macOS or a network file system without fallocate
+        monkeypatch.setattr(os, "posix_fallocate", lambda *a: (_ for _ in ()).throw(OSError(errno.EOPNOTSUPP, "no")))
+    monkeypatch.setattr(journal, "MAPPED_BYTES", 4096)  # so that the test fills one
+    writer = journal.JournalWriter(str(tmp_path / "pending"), "s1", lambda: HEADER)
+    entries = [entry(n) for n in range(40)]  # about 5 KB: more than a mapped file holds
+    for data in entries:  # as the cell path gives them: magic and parts
+        magic, length = journal.FRAME.unpack_from(data)
+        assert writer.append(magic, (data[8 : 8 + length],))
+    files = sorted((tmp_path / "pending").iterdir())
+    sizes = [f.stat().st_size for f in files]
+    if mapped:  # full files are left for the next one, made at once when the sampler has none ready
+        assert len(sizes) >= 2 and set(sizes) == {4096} and len(writer.retired) == len(files) - 1
+    else:
+        assert sizes == [len(journal.header_bytes(HEADER)) + sum(map(len, entries))] and not writer.retired
+    assert [e.seq for f in files for e in journal.read(str(f))[1]] == list(range(40))  # none lost at a switch
+    assert writer.failed is None
+    writer.close(delete=True)
+    assert list((tmp_path / "pending").iterdir()) == []

@@ -86,7 +86,7 @@ def test_zone_without_range_is_left_out(tmp_path):
 def test_zone_that_vanishes_reads_nan_and_others_carry_on(tmp_path, monkeypatch):
     FakePowercap(tmp_path, SERVER)
     source = open_rapl(str(tmp_path))
-    dead = source._fds[1]  # dram:0
+    dead = source.fds[1]  # dram:0
     real_pread = os.pread
 
     def pread(fd, n, offset):

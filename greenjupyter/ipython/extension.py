@@ -50,6 +50,8 @@ class CellRecorder:
         self.shell = shell
         self.meter = meter
         self.pid = os.getpid()  # the process whose cells this records
+        self.forked = False  # set in a child of os.fork(): the hooks then do nothing (getpid is a system call)
+        self._waited = False  # for GPU detection, before the first cell
         self.store = store  # the history database, or None
         self.session = uuid.uuid4().hex  # this load of the extension in this kernel
         self.kernel_id = _kernel_id()
@@ -99,12 +101,13 @@ class CellRecorder:
         return bool(self._open)
 
     def pre_run_cell(self, info) -> None:
-        if self.pid != os.getpid():
+        if self.forked:
             return
         try:
-            meter = self.meter
-            meter.wait_ready()  # the first cell waits for GPU detection
-            self._open.append([meter.edge(), info, None, None])
+            if not self._waited:  # the first cell waits for GPU detection (at most 10 s)
+                self.meter.wait_ready()
+                self._waited = True
+            self._open.append([self.meter.edge(), info, None, None])
             self.cluster.begin(info)  # one dict lookup unless distributed is imported
         except Exception as error:
             notice("pre_run_cell", f"could not start measuring a cell ({error!r}); cells are not affected")
@@ -157,7 +160,7 @@ class CellRecorder:
         return self._tags[at - 1][1] if at else None
 
     def post_run_cell(self, result) -> None:
-        if not self._open or self.pid != os.getpid():  # the cell that loaded the extension had no start
+        if not self._open or self.forked:  # the cell that loaded the extension had no start
             return
         start, info, handed, attached = self._open.pop()
         try:
@@ -179,14 +182,15 @@ class CellRecorder:
             seq, self._seq = self._seq, self._seq + 1
             self._closed.append((seq, start, stop, info, count, error_name, measurement, attached))
             if self.journal is not None:  # queued first: a journal file is deleted only once its cells are in
-                self.journal.append(self._journal_entry(seq, count, error is None, start, stop, info, error_name,
-                                                        attached))
+                self.journal.append(*self._journal_entry(seq, count, error is None, start, stop, info, error_name,
+                                                         attached))
             if len(self._closed) > QUEUE_LIMIT or self.budget.limit is not None:
                 self.finish()  # a budget's notice belongs under the cell that passed it
         except Exception as error:
             notice("post_run_cell", f"could not finish measuring a cell ({error!r}); cells are not affected")
 
-    def _journal_entry(self, seq, count, success, start, stop, info, error_name, attached) -> bytes:
+    def _journal_entry(self, seq, count, success, start, stop, info, error_name, attached) -> tuple:
+        """Return (magic, payload parts) of the cell's journal entry."""
         meter, cell_id = self.meter, getattr(info, "cell_id", None)
         if self._tags:  # what the user attached, and the run's tag, survive a kill too
             attached = {**(attached or {}), "tag": self._tag_of(seq)}
@@ -194,13 +198,13 @@ class CellRecorder:
             self.journal.header()  # written once, at the first file; it sets the layout its entries follow
         if type(start) is tuple and start[2] is stop[2] is self._journal_layout:  # the cell path's usual case
             failed, shared = meter.flags_between(start[4], stop[4], start[5], stop[5])
-            return journal.edges_entry(seq, count, success, start, stop, failed, shared, cell_id, info.raw_cell,
-                                       error_name, meter.wall_offset, attached)
+            return journal.EDGES_MAGIC, journal.edges_parts(seq, count, success, start, stop, failed, shared, cell_id,
+                                                            info.raw_cell, error_name, meter.wall_offset, attached)
         if type(start) is tuple:  # sources were added since the journal's header was written
             start, stop = meter.reading(start), meter.reading(stop)
         failed, shared = meter.window_flags(start, stop)
-        return journal.entry_bytes(seq, count, success, start, stop, failed, shared, cell_id,
-                                   journal.first_line(info.raw_cell), error_name, attached)
+        return journal.ENTRY_MAGIC, journal.entry_parts(seq, count, success, start, stop, failed, shared, cell_id,
+                                                        journal.first_line(info.raw_cell), error_name, attached)
 
     def finish(self) -> None:
         """Turn every queued reading into a CellRecord and its row (any thread; cheap when there is none).
@@ -348,6 +352,14 @@ class CellRecorder:
             if self.journal is not None:
                 self.store.retry()
                 self.journal.close(delete=self.store.all_written)
+
+
+def _after_fork_in_child() -> None:
+    if _recorder is not None:
+        _recorder.forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _kernel_id():

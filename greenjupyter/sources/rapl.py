@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import SourceUnavailable
+from ..fastpath import read_counters
 from .base import NAN, PLAUSIBLE_OVER_LIMIT, STEP_SLACK_S, Source
 
 ZONE_NAME = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
@@ -18,7 +19,6 @@ UPDATE_PERIOD_S = 0.001
 # Where a zone states no power limit: more than any package or DRAM zone draws (the largest
 # server CPUs are rated 500 W), far less than the jump a reset counter reads as a wrap.
 FALLBACK_MAX_POWER_W = 1500.0
-_pread = os.pread
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,13 @@ class RaplSource(Source):
 
     def __init__(self, zones: list[Zone], notes: list[str] = ()):
         self.notes = list(notes)
-        self.zones, self._fds, raws = [], [], []
+        self.zones, fds, raws = [], [], []
+        self.fds: tuple[int, ...] = ()  # each zone's open energy_uj; an edge reads them in one call
         for zone in zones:
             try:
                 fd = os.open(os.path.join(zone.path, "energy_uj"), os.O_RDONLY)
             except PermissionError:
+                self.fds = tuple(fds)
                 self.close()
                 root = os.path.dirname(zone.path)
                 raise SourceUnavailable(
@@ -115,9 +117,10 @@ class RaplSource(Source):
                 self.notes.append(f"{os.path.basename(zone.path)}: unreadable energy_uj ({error}), left out")
                 continue
             self.zones.append(zone)
-            self._fds.append(fd)
+            fds.append(fd)
         if not self.zones:
             raise SourceUnavailable("no RAPL zone could be read: " + "; ".join(self.notes[-len(zones):]))
+        self.fds = tuple(fds)
         self.components = tuple(z.component for z in self.zones)
         self.update_period_s = (UPDATE_PERIOD_S,) * len(self.zones)
         self.power_error_w = (0.0,) * len(self.zones)
@@ -126,7 +129,7 @@ class RaplSource(Source):
         self._max_uj_per_s = [w * 1e6 for w in self.max_power_w]
         self.resets = [0] * len(self.zones)
         self._state_struct = struct.Struct(f"<d{len(raws)}q{len(raws)}q")
-        self._state = self._new_state(time.perf_counter(), raws, [0] * len(self.zones))
+        self.state = self._new_state(time.perf_counter(), raws, [0] * len(self.zones))
 
     def _new_state(self, t: float, raws: list[int], totals: list[int]) -> tuple:
         """(perf_counter time, raw counter values, microjoules counted before them, all three packed
@@ -138,12 +141,12 @@ class RaplSource(Source):
         if edge:
             return self.values_at(self.capture(), time.perf_counter())
         t = time.perf_counter()
-        then, raws, totals, _ = self._state
+        then, raws, totals, _ = self.state
         elapsed = t - then + STEP_SLACK_S
         ranges, max_rates = self._ranges, self._max_uj_per_s
         out = []
         new_raws, new_totals = list(raws), list(totals)
-        for i, fd in enumerate(self._fds):
+        for i, fd in enumerate(self.fds):
             try:
                 raw = int(os.pread(fd, 32, 0))
             except (OSError, ValueError):
@@ -161,24 +164,21 @@ class RaplSource(Source):
             out.append((totals[i] + step) * 1e-6)
             new_raws[i], new_totals[i] = raw, totals[i] + step
         if not edge:
-            self._state = self._new_state(t, new_raws, new_totals)
+            self.state = self._new_state(t, new_raws, new_totals)
         return out
 
     def capture(self) -> tuple:
-        """A window's edge, kept lean for the cell's path: the state in force and each counter's
-        text as read now (b"" where it could not be read); ``values_at`` works out the joules."""
-        state = self._state
-        try:
-            return state, [_pread(fd, 32, 0) for fd in self._fds]
-        except OSError:  # a zone that vanished: read the others
-            return state, [_read_or_empty(fd) for fd in self._fds]
+        """A window's edge, kept lean for the cell's path: the state in force and the counters' texts as
+        read now (see fastpath.read_counters); ``values_at`` works out the joules. The state is taken
+        first, so that it is never newer than the counters read."""
+        state = self.state
+        return state, read_counters(self.fds)[2]
 
     def values_at(self, capture, t: float) -> list[float]:
         return counter_values(capture, t, self._ranges, self._max_uj_per_s)
 
     def pack(self, capture) -> bytes:
-        texts = b"\0".join(capture[1])
-        return capture[0][3] + len(texts).to_bytes(2, "little") + texts
+        return capture[0][3] + capture[1]
 
     def journal_kind(self) -> dict:
         return {"kind": "rapl", "n": len(self.zones), "ranges": self._ranges, "rates": self._max_uj_per_s}
@@ -191,18 +191,21 @@ class RaplSource(Source):
         return lines
 
     def close(self) -> None:
-        for fd in self._fds:
+        for fd in self.fds:
             os.close(fd)
-        self._fds = []
+        self.fds = ()
 
 
 def counter_values(capture, t: float, ranges, rates) -> list[float]:
     """Return joules per zone of an edge's capture (see RaplSource.capture), taken at perf_counter ``t``.
+    Every zone in ``ranges`` gives a value (NaN where the capture has no text for it).
 
     A counter below the state's raw value wrapped once; a step more than the zone can draw since
     the state was taken is a reset, and reads NaN, as does a counter that could not be read.
     """
     (then, raws, totals, _), texts = capture
+    texts = texts[2:].split(b"\0")
+    texts += [b""] * (len(ranges) - len(texts))
     elapsed = t - then + STEP_SLACK_S
     out = []
     for text, last, total, span, rate in zip(texts, raws, totals, ranges, rates):
@@ -223,17 +226,11 @@ def unpack(data: bytes, offset: int, n: int) -> tuple[tuple, int]:
     numbers = state.unpack_from(data, offset)
     offset += state.size
     length = int.from_bytes(data[offset : offset + 2], "little")
-    texts = data[offset + 2 : offset + 2 + length].split(b"\0")
-    if len(texts) != n:
-        raise ValueError(f"{len(texts)} counters where {n} zones were expected")
+    texts = data[offset : offset + 2 + length]
+    found = texts.count(b"\0", 2) + 1
+    if found != n:
+        raise ValueError(f"{found} counters where {n} zones were expected")
     return ((numbers[0], list(numbers[1 : n + 1]), list(numbers[n + 1 :]), None), texts), offset + 2 + length
-
-
-def _read_or_empty(fd: int) -> bytes:
-    try:
-        return _pread(fd, 32, 0)
-    except OSError:
-        return b""
 
 
 def open_rapl(root: str) -> RaplSource:
