@@ -5,8 +5,11 @@ bench/_hardware.py). Rotations of 100 empty cells run, in turn, in each of these
 a round with the extension off as its baseline (as bench/cell_overhead.py does), so the VM's drift
 falls on every mode alike:
 
-- ``default``: what a user gets: the counters read at both edges, one journal entry of the edges as
-  read, appended with one ``os.write``;
+- ``default``: what a user gets: the counters read at both edges (one call of the C module each), one
+  journal entry of the edges as read, copied into the journal file mapped in memory;
+- ``python``: the same with the C module's Python twins (greenjupyter/fastpath.py), as where it was
+  not built: each counter's read releases and retakes the GIL;
+- ``written``: the entry written with one ``write()`` to the file, as where it cannot be mapped;
 - ``journal of readings``: the entry made as before edges were kept as read (both edges turned into
   joules on the cell's path, then packed), to show what keeping them as read saves;
 - ``no journal``: the counter reads alone (the journal switched off; durability lost).
@@ -23,7 +26,7 @@ import _hardware
 from _report import figure, percentile, save
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "150"))
-MODES = ("default", "journal of readings", "no journal")
+MODES = ("default", "python", "written", "journal of readings", "no journal")
 
 
 def main():
@@ -31,6 +34,7 @@ def main():
     from IPython.core.interactiveshell import InteractiveShell
 
     from cell_overhead import ExtensionSwitch, time_cells
+    from greenjupyter import fastpath, journal, meter
     from greenjupyter.ipython.extension import current_recorder
 
     shell = InteractiveShell.instance()
@@ -41,9 +45,21 @@ def main():
     layout = recorder._journal_layout
     assert writer is not None and layout is not None, "the default configuration has no edges journal here"
 
+    mapped = journal._mapped
+
     def use(mode):
         recorder.journal = None if mode == "no journal" else writer
         recorder._journal_layout = object() if mode == "journal of readings" else layout  # no layout matches
+        python = mode == "python"
+        meter.read_counters = fastpath.python_read_counters if python else fastpath.read_counters
+        journal._append = fastpath.python_append if python else fastpath.append
+        journal._store = fastpath.python_store if python else fastpath.store
+        if (journal._mapped is mapped) == (mode == "written"):  # files made from now on are mapped or not
+            journal._mapped = (lambda fd, start: None) if mode == "written" else mapped
+            if writer._next is not None:  # made ready in the other mode: left for the sampler to delete
+                writer.retired.append(writer._next)
+                writer._next = None
+            writer._switch()  # a file of that kind now
 
     excess = {mode: [] for mode in MODES}
     for _ in range(ROUNDS):

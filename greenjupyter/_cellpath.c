@@ -95,7 +95,9 @@ static PyObject *read_counters(PyObject *Py_UNUSED(module), PyObject *fds) {
  * first MAX_TEXT characters, cut to MAX_TEXT bytes) after a 2-byte length; None as the length 0xFFFF. */
 typedef struct {
     Py_ssize_t count;
-    PyObject *pieces[MAX_PARTS];
+    PyObject *pieces[MAX_PARTS];  /* each holds what ``data`` points into */
+    const char *data[MAX_PARTS];
+    size_t size[MAX_PARTS];
     char prefixes[MAX_PARTS][2];
     int prefixed[MAX_PARTS];
     size_t payload;
@@ -107,42 +109,53 @@ static void release_parts(Parts *parts) {
     parts->count = 0;
 }
 
-/* The bytes a part stands for: a new reference to a bytes object, or NULL with an exception set. */
-static PyObject *part_bytes(PyObject *part, char *prefix, int *prefixed) {
-    *prefixed = 0;
-    if (PyBytes_Check(part))
-        return Py_NewRef(part);
+/* Point ``parts`` entry ``i`` at the bytes ``part`` stands for; return 0, or -1 with an exception set.
+ * A short ASCII str (a cell's id, most cells' code) is used in place; others are encoded. */
+static int add_part(Parts *parts, Py_ssize_t i, PyObject *part) {
+    parts->prefixed[i] = 0;
+    if (PyBytes_Check(part)) {
+        parts->pieces[i] = Py_NewRef(part);
+        parts->data[i] = PyBytes_AS_STRING(part);
+        parts->size[i] = (size_t)PyBytes_GET_SIZE(part);
+        return 0;
+    }
+    size_t length = 0;
     if (part == Py_None) {
-        *prefixed = 1;
-        prefix[0] = prefix[1] = (char)0xFF;
-        return PyBytes_FromStringAndSize(NULL, 0);
-    }
-    if (!PyUnicode_Check(part)) {
+        parts->pieces[i] = Py_NewRef(part);
+        parts->data[i] = "";
+        parts->prefixes[i][0] = parts->prefixes[i][1] = (char)0xFF;
+    } else if (!PyUnicode_Check(part)) {
         PyErr_Format(PyExc_TypeError, "entry parts must be bytes, str or None, not %.100s", Py_TYPE(part)->tp_name);
-        return NULL;
-    }
-    PyObject *head = PyUnicode_Substring(part, 0, MAX_TEXT);
-    if (head == NULL)
-        return NULL;
-    PyObject *data;
-    if (PyUnicode_IS_ASCII(head))
-        data = PyBytes_FromStringAndSize((const char *)PyUnicode_DATA(head), PyUnicode_GET_LENGTH(head));
-    else
-        data = PyUnicode_AsEncodedString(head, "utf-8", "replace");
-    Py_DECREF(head);
-    if (data == NULL)
-        return NULL;
-    Py_ssize_t length = PyBytes_GET_SIZE(data);
-    if (length > MAX_TEXT) {
-        Py_SETREF(data, PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), MAX_TEXT));
+        return -1;
+    } else if (PyUnicode_READY(part) < 0) {
+        return -1;
+    } else if (PyUnicode_IS_ASCII(part)) {  /* one byte per character: the first MAX_TEXT of them */
+        length = (size_t)PyUnicode_GET_LENGTH(part);
+        if (length > MAX_TEXT)
+            length = MAX_TEXT;
+        parts->pieces[i] = Py_NewRef(part);
+        parts->data[i] = (const char *)PyUnicode_DATA(part);
+    } else {
+        PyObject *head = PyUnicode_Substring(part, 0, MAX_TEXT);
+        if (head == NULL)
+            return -1;
+        PyObject *data = PyUnicode_AsEncodedString(head, "utf-8", "replace");
+        Py_DECREF(head);
         if (data == NULL)
-            return NULL;
-        length = MAX_TEXT;
+            return -1;
+        length = (size_t)PyBytes_GET_SIZE(data);
+        if (length > MAX_TEXT)
+            length = MAX_TEXT;
+        parts->pieces[i] = data;
+        parts->data[i] = PyBytes_AS_STRING(data);
     }
-    *prefixed = 1;
-    prefix[0] = (char)(length & 0xFF);
-    prefix[1] = (char)(length >> 8);
-    return data;
+    if (part != Py_None) {
+        parts->prefixes[i][0] = (char)(length & 0xFF);
+        parts->prefixes[i][1] = (char)(length >> 8);
+    }
+    parts->size[i] = length;
+    parts->prefixed[i] = 1;
+    return 0;
 }
 
 /* Gather ``tuple`` into ``parts``; return the whole entry's size, or 0 with an exception set. */
@@ -155,13 +168,12 @@ static size_t gather(PyObject *tuple, Parts *parts) {
         return 0;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *piece = part_bytes(PyTuple_GET_ITEM(tuple, i), parts->prefixes[i], &parts->prefixed[i]);
-        if (piece == NULL) {
+        if (add_part(parts, i, PyTuple_GET_ITEM(tuple, i)) < 0) {
             release_parts(parts);
             return 0;
         }
-        parts->pieces[parts->count++] = piece;
-        parts->payload += (size_t)PyBytes_GET_SIZE(piece) + (parts->prefixed[i] ? 2 : 0);
+        parts->count++;
+        parts->payload += parts->size[i] + (parts->prefixed[i] ? 2 : 0);
     }
     if (parts->payload > UINT32_MAX - 16) {
         release_parts(parts);
@@ -182,8 +194,8 @@ static void fill(unsigned char *out, const char *magic, const Parts *parts) {
             memcpy(out + at, parts->prefixes[i], 2);
             at += 2;
         }
-        memcpy(out + at, PyBytes_AS_STRING(parts->pieces[i]), (size_t)PyBytes_GET_SIZE(parts->pieces[i]));
-        at += (size_t)PyBytes_GET_SIZE(parts->pieces[i]);
+        memcpy(out + at, parts->data[i], parts->size[i]);
+        at += parts->size[i];
     }
     uint32_t crc = crc32_of(out + 8, parts->payload);
     for (int k = 0; k < 4; k++)

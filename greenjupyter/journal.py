@@ -29,7 +29,7 @@ from .measurement import CellRecord
 from .meter import ComponentInfo, Reading, window_measurement
 from .notices import notice
 from .sources import rapl
-from .store import StoredCell, remove_file
+from .store import StoredCell, make_folders, remove_file
 
 try:
     import fcntl
@@ -212,7 +212,7 @@ def dead_journals(directory: str, exclusive: bool = True) -> list[tuple[str, int
 
 def open_file(directory: str, session: str, number: int, header: bytes) -> tuple[int, str]:
     """Create, lock and head a new journal file (owner-only, in an owner-only directory); return (fd, path)."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    make_folders(directory)
     path = os.path.join(directory, f"{session}-{number}{SUFFIX}")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)  # read: to map it
     try:

@@ -20,6 +20,7 @@ import threading
 import time
 
 from .notices import notice
+from .store import make_folders
 
 SUFFIX = ".live"
 WRITE_EVERY_S = 1.0  # a scrape every 15 s or so needs no more
@@ -85,7 +86,7 @@ class LiveStatus:
 
 def _write_private(path: str, data: bytes) -> None:
     directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    make_folders(directory)
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

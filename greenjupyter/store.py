@@ -390,14 +390,8 @@ def remove_file(path: str) -> None:
         pass
 
 
-def _create_owner_only(path: str) -> None:
-    """Create the database file 0600 (and its missing folders 0700) unless it exists; modes of what exists are kept.
-
-    A ``-wal`` or ``-shm`` found without its database belonged to one that was deleted: they
-    go, so that SQLite never replays an old WAL into the new file. A lock on the folder keeps
-    two kernels doing this at once from removing each other's new files.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
+def make_folders(directory: str) -> None:
+    """Make ``directory`` and each missing folder above it owner-only (0700); modes of those that exist are kept."""
     missing = []
     while not os.path.isdir(directory):
         missing.append(directory)
@@ -410,6 +404,16 @@ def _create_owner_only(path: str) -> None:
             os.mkdir(folder, 0o700)
         except FileExistsError:  # another kernel made it first
             pass
+
+
+def _create_owner_only(path: str) -> None:
+    """Create the database file 0600 (and its missing folders 0700) unless it exists; modes of what exists are kept.
+
+    A ``-wal`` or ``-shm`` found without its database belonged to one that was deleted: they
+    go, so that SQLite never replays an old WAL into the new file. A lock on the folder keeps
+    two kernels doing this at once from removing each other's new files.
+    """
+    make_folders(os.path.dirname(os.path.abspath(path)))
     try:
         lock = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY) if fcntl else None
     except OSError:

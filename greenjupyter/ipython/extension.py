@@ -164,6 +164,7 @@ class CellRecorder:
             return
         start, info, handed, attached = self._open.pop()
         try:
+            stop = self.meter.edge() if handed is None else None  # the cell's end, first
             error = result.error_in_exec or result.error_before_exec
             error_name = error and type(error).__name__
             count = result.execution_count
@@ -172,10 +173,9 @@ class CellRecorder:
                 # (%pdb on without stdin); the shell has already counted the cell.
                 count = self.shell.execution_count - 1
             measurement = None
-            if handed is not None:  # two Readings
+            if handed is not None:  # a %%carbon cell's Measurement and two Readings
                 measurement, start, stop = handed
             else:  # two edges, as captured: turned into joules on the sampler's thread
-                stop = self.meter.edge()
                 self.cluster.end(info)  # nothing to do unless the cell began with a Dask client
             if "mlflow" in sys.modules or "wandb" in sys.modules:  # before queueing: its record looks for this
                 self.trackers.capture(count)
@@ -197,7 +197,10 @@ class CellRecorder:
         if self._journal_layout is None:
             self.journal.header()  # written once, at the first file; it sets the layout its entries follow
         if type(start) is tuple and start[2] is stop[2] is self._journal_layout:  # the cell path's usual case
-            failed, shared = meter.flags_between(start[4], stop[4], start[5], stop[5])
+            if start[4] == stop[4] and not start[5] and not stop[5]:  # no failure, no sharing: the usual case
+                failed = shared = ()
+            else:
+                failed, shared = meter.flags_between(start[4], stop[4], start[5], stop[5])
             return journal.EDGES_MAGIC, journal.edges_parts(seq, count, success, start, stop, failed, shared, cell_id,
                                                             info.raw_cell, error_name, meter.wall_offset, attached)
         if type(start) is tuple:  # sources were added since the journal's header was written
