@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .measurement import Measurement
 from .fastpath import read_counters
+from .measurement import Measurement
 from .sampler import Sampler
 from .sources.base import Source
 
