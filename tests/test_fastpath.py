@@ -136,3 +136,13 @@ def test_bad_parts_and_failed_writes_raise(name, tmp_path):
             store(bytearray(100), 0, b"GJc2", (b"",) * 33)
         with pytest.raises(TypeError):
             store(b"read-only bytes", 0, b"GJc2", ())
+
+
+def test_carbon_sources_says_which_cell_path_is_in_use(monkeypatch):
+    from greenjupyter import format as fmt
+    from greenjupyter.sources import Detection
+
+    detection = Detection()
+    assert "by the C module (greenjupyter/_cellpath.c)" in fmt.sources_text(detection)
+    monkeypatch.setattr(fastpath, "BUILT", False)
+    assert "the C module was not built (no C compiler" in fmt.sources_text(detection)
