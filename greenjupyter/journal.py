@@ -458,7 +458,8 @@ def _mapped(fd: int, start: int):
     except (OSError, ValueError, AttributeError):  # no fallocate (macOS, some network file systems)
         os.ftruncate(fd, start)  # entries are written after the header, then
         return None
-    mapping[start:] = bytes(MAPPED_BYTES - start)  # each page's first write faults here, not in a cell
+    for offset in range(start, MAPPED_BYTES, mmap.PAGESIZE):  # each page's first write faults here, not in a cell
+        mapping[offset] = 0
     return mapping
 
 
