@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,6 +40,18 @@ def figure(name: str, value: float, unit: str, limit: float | None = None, digit
     }
 
 
+def commit() -> tuple[str, list[str]]:
+    """Return (HEAD's commit, "+dirty" appended when tracked files differ from it; those files)."""
+    root = RESULTS.parent.parent
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout
+
+    head = git("rev-parse", "HEAD").strip() or "unknown"
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return (head + "+dirty" if changed else head), changed
+
+
 def machine() -> dict:
     model = "unknown"
     try:
@@ -66,7 +80,8 @@ def save(name: str, figures: list[dict], details: dict | None = None) -> Path:
         print(f"{f['figure']:<55} {f['result']:>14}{target}{verdict}")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "figures": figures,
-                                "details": details or {}}, indent=2) + "\n")
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "greenjupyter_commit": commit()[0],
+                                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                "figures": figures, "details": details or {}}, indent=2) + "\n")
     print(f"(written to {path.relative_to(RESULTS.parent.parent)})")
     return path

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from _report import RESULTS, machine
+from _report import RESULTS, commit, machine
 
 LATEST = RESULTS / "latest.json"
 
@@ -31,18 +31,6 @@ def busy_percent(seconds: float = 1.0) -> float:
     time.sleep(seconds)
     total1, idle1 = sample()
     return 100.0 * (1 - (idle1 - idle0) / max(1, total1 - total0))
-
-
-def commit() -> tuple[str, list[str]]:
-    """Return (HEAD's commit, "+dirty" appended when tracked files differ from it; those files)."""
-    root = RESULTS.parent.parent
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout
-
-    head = git("rev-parse", "HEAD").strip() or "unknown"
-    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    return (head + "+dirty" if changed else head), changed
 
 
 def main(names):
