@@ -41,14 +41,15 @@ def figure(name: str, value: float, unit: str, limit: float | None = None, digit
 
 
 def commit() -> tuple[str, list[str]]:
-    """Return (HEAD's commit, "+dirty" appended when tracked files differ from it; those files)."""
+    """Return (HEAD's commit, "+dirty" appended when tracked files other than results differ from it; those files)."""
     root = RESULTS.parent.parent
 
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout
 
     head = git("rev-parse", "HEAD").strip() or "unknown"
-    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+               if not line[3:].startswith("bench/results/")]
     return (head + "+dirty" if changed else head), changed
 
 
