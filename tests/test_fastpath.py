@@ -143,6 +143,7 @@ def test_carbon_sources_says_which_cell_path_is_in_use(monkeypatch):
     from greenjupyter.sources import Detection
 
     detection = Detection()
+    monkeypatch.setattr(fastpath, "BUILT", True)
     assert "by the C module (greenjupyter/_cellpath.c)" in fmt.sources_text(detection)
     monkeypatch.setattr(fastpath, "BUILT", False)
     assert "the C module was not built (no C compiler" in fmt.sources_text(detection)
