@@ -90,11 +90,6 @@ def header_bytes(header: dict) -> bytes:
     return fastpath.frame(HEADER_MAGIC, (json.dumps(header).encode(),))
 
 
-def entry_bytes(*args, **kwargs) -> bytes:
-    """Return the framed entry of ``entry_parts``."""
-    return fastpath.frame(ENTRY_MAGIC, entry_parts(*args, **kwargs))
-
-
 def entry_parts(seq: int, execution_count, success: bool, start: Reading, stop: Reading, failed, shared,
                 cell_id, preview: str, error, attached=None) -> tuple[bytes, ...]:
     """Return the payload of an entry of two Readings (GJc1), in parts (see fastpath.frame)."""
@@ -111,17 +106,13 @@ def entry_parts(seq: int, execution_count, success: bool, start: Reading, stop: 
     return payload, cell_id, preview, error, _attached_text(attached)
 
 
-def edges_entry(*args, **kwargs) -> bytes:
-    """Return the framed entry of ``edges_parts``."""
-    return fastpath.frame(EDGES_MAGIC, edges_parts(*args, **kwargs))
-
-
 def edges_parts(seq: int, execution_count, success: bool, start: tuple, stop: tuple, failed, shared,
                 cell_id, source: str, error, wall_offset: float, attached=None) -> tuple[bytes, ...]:
-    """Return the payload, in parts (see fastpath.frame), of an entry (GJc2) of two edges from ``Meter.edge()`` as captured
-    (the cell path's only durable write, kept lean: no joules are worked out here). ``source`` is the
-    cell's code; its first line is found when the entry is read. The edges' layout must be the one the
-    header describes. ``attached``: what the user attached to the cell (a dict of ATTACHED fields), or None."""
+    """Return the payload, in parts (see fastpath.frame), of an entry (GJc2) of two edges from
+    ``Meter.edge()`` as captured (the cell path's only durable write, kept lean: no joules are worked out
+    here). ``source`` is the cell's code; its first line is found when the entry is read. The edges'
+    layout must be the one the header describes. ``attached``: what the user attached to the cell (a dict
+    of ATTACHED fields), or None."""
     head = EDGES.pack(seq, -1 if execution_count is None else execution_count, success,
                       _mask(failed) if failed else 0, _mask(shared) if shared else 0,
                       start[0], start[1], stop[0], stop[1], wall_offset)
@@ -326,6 +317,17 @@ class _File:
     def __init__(self, fd: int, path: str, mapping, end: int):
         self.fd, self.path, self.map, self.end = fd, path, mapping, end
 
+    def put(self, magic: bytes, parts: tuple) -> bool:
+        """Store one framed entry; return False (storing nothing) when a mapped file has no room for it."""
+        if self.map is None:
+            _append(self.fd, magic, parts)
+            return True
+        end = _store(self.map, self.end, magic, parts)
+        if end < 0:
+            return False
+        self.end = end
+        return True
+
     def close(self, delete: bool) -> None:
         if self.map is not None:
             self.map.close()
@@ -369,17 +371,8 @@ class JournalWriter:
             active = self._file
             if self._next is not None or active is None:
                 active = self._switch()
-            if active.map is None:
-                _append(active.fd, magic, parts)
-            else:
-                end = _store(active.map, active.end, magic, parts)
-                if end < 0:  # full before the sampler's next rotation
-                    active = self._switch()
-                    end = _store(active.map, active.end, magic, parts) if active.map is not None else -1
-                    if end < 0:
-                        _append(active.fd, magic, parts)
-                if end >= 0:
-                    active.end = end
+            if not active.put(magic, parts) and not self._switch().put(magic, parts):  # full: the next file
+                raise OSError(f"a journal entry larger than a journal file ({MAPPED_BYTES} bytes)")
             self._entries += 1
             return True
         except (OSError, ValueError) as error:

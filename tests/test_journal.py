@@ -34,8 +34,8 @@ def reading(t, values, variation=None):
 def entry(seq, joules=(10.0, 2.0, 30.0), preview="x = 1", error=None):
     start = reading(100.0 + seq, [0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
     stop = reading(100.5 + seq, list(joules), [0.0, 0.0, 1.5])
-    return journal.entry_bytes(seq, seq + 1, error is None, start, stop, {2} if seq == 3 else (), (), f"id{seq}",
-                               preview, error)
+    return fastpath.frame(journal.ENTRY_MAGIC, journal.entry_parts(
+        seq, seq + 1, error is None, start, stop, {2} if seq == 3 else (), (), f"id{seq}", preview, error))
 
 
 def write_journal(path, entries, header=HEADER):
@@ -142,7 +142,11 @@ def test_the_cells_own_path_writes_the_journal_and_never_the_database(shell, tmp
     while len(threads) < 30 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(threads) >= 30 and threading.get_ident() not in threads  # rows come from the sampler's thread
-    # The next cell moves to a fresh file; the sampler deletes the old one, whose rows are in.
+    # Once the rows are in, the sampler makes a fresh file ready (a file with no entry yet); the next cell
+    # moves to it, and the sampler deletes the old one.
+    deadline = time.monotonic() + 10
+    while not any(not journal.read(str(p))[1] for p in pending.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     shell.run_cell("x = 30", store_history=True)
     deadline = time.monotonic() + 10
     while sum(len(journal.read(str(p))[1]) for p in pending.iterdir()) > 1 and time.monotonic() < deadline:
@@ -238,8 +242,8 @@ def test_a_cell_on_rapl_counters_is_journaled_as_captured_and_read_back_as_the_m
     header = {**HEADER, "components": list(layout.components), "period_s": list(layout.period_s),
               "power_error_w": list(layout.power_error_w), "estimated": list(layout.estimated),
               "caps_w": [math.inf] * 4, **journal.header_sources(layout)}
-    data = journal.edges_entry(7, 3, True, start, stop, set(), set(), "cell-7", "\n\n  x = 1  \ny = 2", None,
-                               meter.wall_offset)
+    data = fastpath.frame(journal.EDGES_MAGIC, journal.edges_parts(
+        7, 3, True, start, stop, set(), set(), "cell-7", "\n\n  x = 1  \ny = 2", None, meter.wall_offset))
     assert data[:4] == journal.EDGES_MAGIC
     write_journal(tmp_path / "j.cells", [data], header)
     _, (back,) = journal.read(str(tmp_path / "j.cells"))
@@ -265,7 +269,8 @@ def test_a_torn_edges_entry_keeps_the_entries_before_it(tmp_path):
 
     meter = Meter([open_rapl(str(powercap.root))], sample_interval_s=60)
     header = {**HEADER, "components": list(meter.components), **journal.header_sources(meter.layout)}
-    entries = [journal.edges_entry(n, n, True, meter.edge(), meter.edge(), (), (), None, f"x = {n}", None, 0.0)
+    entries = [fastpath.frame(journal.EDGES_MAGIC, journal.edges_parts(n, n, True, meter.edge(), meter.edge(), (), (),
+                                                                       None, f"x = {n}", None, 0.0))
                for n in range(3)]
     write_journal(tmp_path / "j.cells", entries, header)
     with open(tmp_path / "j.cells", "r+b") as f:
@@ -328,5 +333,8 @@ def test_entries_are_stored_in_a_mapped_file_or_written_where_it_cannot_be_mappe
         assert sizes == [len(journal.header_bytes(HEADER)) + sum(map(len, entries))] and not writer.retired
     assert [e.seq for f in files for e in journal.read(str(f))[1]] == list(range(40))  # none lost at a switch
     assert writer.failed is None
+    if mapped:  # an entry no file could hold: one notice, and the journal stops
+        assert not writer.append(journal.EDGES_MAGIC, (b"x" * 5000,))
+        assert "larger than a journal file (4096 bytes)" in writer.failed
     writer.close(delete=True)
     assert list((tmp_path / "pending").iterdir()) == []
